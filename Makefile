@@ -1,0 +1,45 @@
+# topo: the two set-up commands are `make generate` and `make test`; both create the virtualenv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: generate check test lint brokers-up brokers-down brokers-status bench clean
+
+$(STAMP): pyproject.toml setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+generate: $(STAMP)
+	$(BIN)/topo generate topology.yaml -o generated
+
+check: $(STAMP)
+	$(BIN)/topo generate topology.yaml -o generated --check
+
+test: $(STAMP)
+	$(MAKE) brokers-up
+	$(BIN)/topo generate topology.yaml -o generated --check
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy topo generator runtime dev
+
+brokers-up:
+	$(PYTHON) dev/brokers.py up
+
+brokers-down:
+	$(PYTHON) dev/brokers.py down
+
+brokers-status:
+	$(PYTHON) dev/brokers.py status
+
+bench: $(STAMP)
+	$(MAKE) brokers-up
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .run

@@ -1,0 +1,1 @@
+"""Developer tooling for topo (not part of the installed package)."""

@@ -1,0 +1,318 @@
+"""Turns a validated topology document into the resolved model.
+
+The input is the plain data of topology.yaml after schema and semantic validation
+(`topo.generator.validate`), so this module applies defaults and derives names; it does not
+report user errors. Connection settings are copied verbatim, `${VAR}` references included.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from topo.generator.durations import format_duration, parse_duration
+from topo.generator.model import (
+    AlertThresholds,
+    BrokerKind,
+    Chain,
+    ConsumerGroup,
+    DedupSettings,
+    Delivery,
+    EventTopic,
+    EventType,
+    FieldType,
+    KafkaGroupPlumbing,
+    KafkaSettings,
+    KafkaTopicSettings,
+    PayloadField,
+    RabbitGroupPlumbing,
+    RabbitSettings,
+    RetryDestination,
+    RetryPolicy,
+    Subscription,
+    Topology,
+)
+
+CHAIN_ID = "chain_id"
+KEY_HEADER = "x-topo-key"
+DEFAULT_TOPIC_NAMING = "{event_type}.{chain_id}"
+NAMING_PLACEHOLDERS = ("event_type", "chain_id", "chain", "topology")
+
+DEFAULT_RETRY: dict[str, Any] = {"max_retries": 3, "backoff": "exponential", "initial": "1s", "multiplier": 2,
+                                 "max": "1m"}
+DEFAULT_ALERTS: dict[str, Any] = {
+    "consumer_lag": {"events": 1000, "seconds": 300, "for": "1m"},
+    "dead_letter": {"events": 0},
+    "error_rate": {"ratio": 0.01, "for": "5m"},
+    "stalled": {"for": "5m"},
+}
+DEFAULT_MAX_IN_FLIGHT = 256
+DEFAULT_DEDUP_CAPACITY = 100_000
+DEFAULT_PARTITIONS = 3
+DEFAULT_EVENT_VERSION = "1.0"
+# Redeliveries beyond the retry budget only come from crashes mid-handler; the quorum queue's
+# delivery limit dead-letters such a crash loop instead of cycling forever.
+CRASH_LOOP_ALLOWANCE = 5
+
+Doc = Mapping[str, Any]
+
+
+def class_name(event_name: str) -> str:
+    """`token.transfer` -> `TokenTransfer`; `nft.mint-v2` -> `NftMintV2`."""
+    return "".join(part[:1].upper() + part[1:] for part in re.split(r"[._\-]+", event_name) if part)
+
+
+def format_name(template: str, **values: str | int) -> str:
+    return template.format(**{key: str(value) for key, value in values.items()})
+
+
+def _section(doc: Doc | None, key: str) -> Doc:
+    value = (doc or {}).get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
+def _merge(base: Doc, override: Doc) -> dict[str, Any]:
+    merged: dict[str, Any] = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def resolve_retry(spec: Doc) -> RetryPolicy:
+    merged = _merge(DEFAULT_RETRY, spec)
+    initial = parse_duration(merged["initial"])
+    multiplier = float(merged["multiplier"])
+    ceiling = parse_duration(merged["max"])
+    backoff = merged["backoff"]
+    count = int(merged["max_retries"])
+    if backoff == "fixed":
+        delays = [initial] * count
+    else:
+        delays = [min(initial * multiplier**attempt, ceiling) for attempt in range(count)]
+    return RetryPolicy(max_retries=count, backoff=backoff, initial_seconds=initial, multiplier=multiplier,
+                       max_seconds=ceiling, delays_seconds=tuple(round(d, 3) for d in delays))
+
+
+def resolve_alerts(spec: Doc) -> AlertThresholds:
+    merged = _merge(DEFAULT_ALERTS, spec)
+    lag, dead, errors, stalled = (merged["consumer_lag"], merged["dead_letter"], merged["error_rate"],
+                                  merged["stalled"])
+    return AlertThresholds(
+        lag_events=int(lag["events"]),
+        lag_seconds=parse_duration(lag["seconds"]),
+        lag_for_seconds=parse_duration(lag["for"]),
+        dead_letter_events=int(dead["events"]),
+        error_rate_ratio=float(errors["ratio"]),
+        error_rate_for_seconds=parse_duration(errors["for"]),
+        stalled_for_seconds=parse_duration(stalled["for"]),
+    )
+
+
+def resolve_field(name: str, spec: str | Doc) -> PayloadField:
+    if isinstance(spec, str):
+        return PayloadField(name=name, type=FieldType(spec))
+    items = spec.get("items")
+    item_spec: Doc = items if isinstance(items, Mapping) else {"type": items} if items else {}
+    return PayloadField(
+        name=name,
+        type=FieldType(spec["type"]),
+        required=bool(spec.get("required", True)),
+        description=str(spec.get("description", "")),
+        minimum=spec.get("minimum"),
+        maximum=spec.get("maximum"),
+        min_length=spec.get("min_length"),
+        max_length=spec.get("max_length"),
+        pattern=spec.get("pattern"),
+        values=tuple(str(v) for v in spec.get("values", ())),
+        items=FieldType(item_spec["type"]) if item_spec else None,
+        item_values=tuple(str(v) for v in item_spec.get("values", ())),
+    )
+
+
+def resolve_payload(spec: Doc) -> tuple[PayloadField, ...]:
+    # Every payload carries its chain, as in the spec's examples; the envelope repeats it.
+    fields = [resolve_field(name, field) for name, field in spec.items()]
+    if not any(f.name == CHAIN_ID for f in fields):
+        fields.insert(0, PayloadField(name=CHAIN_ID, type=FieldType.INTEGER, minimum=0,
+                                      description="Chain the event belongs to (repeated in the envelope)."))
+    return tuple(fields)
+
+
+def kafka_configs(event: Doc, defaults: Doc) -> dict[str, str]:
+    configs: dict[str, str] = {}
+    retention = event.get("retention", defaults.get("retention"))
+    if retention is not None:
+        configs["retention.ms"] = str(round(parse_duration(retention) * 1000))
+    cleanup = event.get("cleanup_policy", defaults.get("cleanup_policy"))
+    if cleanup is not None:
+        configs["cleanup.policy"] = str(cleanup)
+    for key, value in {**_section(defaults, "configs"), **_section(event, "configs")}.items():
+        configs[str(key)] = str(value).lower() if isinstance(value, bool) else str(value)
+    return dict(sorted(configs.items()))
+
+
+def retry_destinations(prefix: str, policy: RetryPolicy) -> tuple[RetryDestination, ...]:
+    unique = sorted(set(policy.delays_seconds))
+    return tuple(RetryDestination(delay_seconds=d, name=f"{prefix}.retry.{format_duration(d)}") for d in unique)
+
+
+def resolve(doc: Doc) -> Topology:
+    name = str(doc["name"])
+    defaults = _section(doc, "defaults")
+    broker = _section(doc, "broker")
+    kafka_doc, rabbit_doc = _section(broker, "kafka"), _section(broker, "rabbitmq")
+    naming = _section(doc, "naming")
+    topic_naming = str(naming.get("topic", DEFAULT_TOPIC_NAMING))
+    routing_naming = str(naming.get("routing_key", topic_naming))
+
+    kafka = KafkaSettings(
+        bootstrap_servers=str(kafka_doc.get("bootstrap_servers", "${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}")),
+        security_protocol=str(kafka_doc.get("security_protocol", "${KAFKA_SECURITY_PROTOCOL:-PLAINTEXT}")),
+        sasl_mechanism=str(kafka_doc.get("sasl_mechanism", "${KAFKA_SASL_MECHANISM:-PLAIN}")),
+        sasl_username=str(kafka_doc.get("sasl_username", "${KAFKA_SASL_USERNAME:-}")),
+        sasl_password=str(kafka_doc.get("sasl_password", "${KAFKA_SASL_PASSWORD:-}")),
+        partitions=int(kafka_doc.get("partitions", DEFAULT_PARTITIONS)),
+        replication_factor=int(kafka_doc.get("replication_factor", 1)),
+    )
+    rabbitmq = RabbitSettings(
+        url=str(rabbit_doc.get("url", "${RABBITMQ_URL:-amqp://guest:guest@127.0.0.1:5672/%2F}")),
+        management_url=str(rabbit_doc.get("management_url",
+                                          "${RABBITMQ_MANAGEMENT_URL:-http://guest:guest@127.0.0.1:15672}")),
+        exchange=str(rabbit_doc.get("exchange", f"{name}.events")),
+        partitions=int(rabbit_doc.get("partitions", DEFAULT_PARTITIONS)),
+        key_header=KEY_HEADER,
+    )
+
+    chains = tuple(Chain(id=int(cid), name=str((spec or {}).get("name", cid)))
+                   for cid, spec in _section(doc, "chains").items())
+
+    events_doc = _section(doc, "events")
+    groups_doc = _section(doc, "consumer_groups")
+    consumers: dict[str, list[str]] = {event: [] for event in events_doc}
+    for group_name, group_doc in groups_doc.items():
+        for item in _subscription_items(group_doc):
+            if group_name not in consumers[item["event"]]:
+                consumers[item["event"]].append(group_name)
+
+    default_key = str(defaults.get("key", CHAIN_ID))
+    default_ordered = bool(defaults.get("ordered", False))
+    events: list[EventType] = []
+    for event_name, event_doc in events_doc.items():
+        event_chains = [c for c in chains if c.id in set(event_doc.get("chains", [c.id for c in chains]))]
+        topics = tuple(
+            EventTopic(
+                event=event_name,
+                chain_id=chain.id,
+                chain_name=chain.name,
+                topic=format_name(topic_naming, event_type=event_name, chain_id=chain.id, chain=chain.name,
+                                  topology=name),
+                routing_key=format_name(routing_naming, event_type=event_name, chain_id=chain.id,
+                                        chain=chain.name, topology=name),
+            )
+            for chain in event_chains
+        )
+        events.append(EventType(
+            name=event_name,
+            class_name=class_name(event_name),
+            description=str(event_doc.get("description", "")),
+            version=str(event_doc.get("version", DEFAULT_EVENT_VERSION)),
+            producers=tuple(event_doc.get("producers", ())),
+            key=str(event_doc.get("key", default_key)),
+            ordered=bool(event_doc.get("ordered", default_ordered)),
+            payload=resolve_payload(_section(event_doc, "payload")),
+            kafka=KafkaTopicSettings(
+                partitions=int(event_doc.get("partitions", defaults.get("partitions", kafka.partitions))),
+                replication_factor=int(event_doc.get("replication_factor",
+                                                     defaults.get("replication_factor", kafka.replication_factor))),
+                configs=kafka_configs(event_doc, defaults),
+            ),
+            topics=topics,
+            consumers=tuple(consumers[event_name]),
+        ))
+    by_name = {event.name: event for event in events}
+
+    alerts = resolve_alerts(_section(doc, "alerts"))
+    groups = [
+        _resolve_group(name, group_name, group_doc, defaults, by_name, rabbitmq, _section(doc, "alerts"))
+        for group_name, group_doc in groups_doc.items()
+    ]
+    producers = sorted({p for event in events for p in event.producers})
+    return Topology(
+        version=int(doc["version"]),
+        name=name,
+        description=str(doc.get("description", "")),
+        broker=BrokerKind(broker.get("kind", BrokerKind.KAFKA)),
+        kafka=kafka,
+        rabbitmq=rabbitmq,
+        chains=chains,
+        events=tuple(events),
+        groups=tuple(groups),
+        alerts=alerts,
+        producers=tuple(producers),
+        events_module=re.sub(r"[^a-z0-9_]", "_", name.lower()) + "_events",
+    )
+
+
+def _subscription_items(group_doc: Doc) -> list[dict[str, Any]]:
+    items: Sequence[Any] = group_doc.get("subscribes", ())
+    return [dict(item) if isinstance(item, Mapping) else {"event": str(item)} for item in items]
+
+
+def _resolve_group(topology: str, group_name: str, group_doc: Doc, defaults: Doc, events: Mapping[str, EventType],
+                   rabbit: RabbitSettings, topology_alerts: Doc) -> ConsumerGroup:
+    subscriptions = []
+    for item in _subscription_items(group_doc):
+        event = events[item["event"]]
+        wanted = set(item.get("chains", [t.chain_id for t in event.topics]))
+        topics = [t for t in event.topics if t.chain_id in wanted]
+        subscriptions.append(Subscription(
+            event=event.name,
+            chains=tuple(t.chain_id for t in topics),
+            handler=item.get("handler"),
+            ordered=event.ordered,
+            topics=tuple(t.topic for t in topics),
+            routing_keys=tuple(t.routing_key for t in topics),
+        ))
+    retry = resolve_retry(_merge(_section(defaults, "retry"), _section(group_doc, "retry")))
+    ordered = any(s.ordered for s in subscriptions)
+    needs_retry_plumbing = any(not s.ordered for s in subscriptions) and retry.max_retries > 0
+    delivery = Delivery(group_doc.get("delivery", defaults.get("delivery", Delivery.AT_LEAST_ONCE)))
+    prefix = f"{topology}.{group_name}"
+    partitions = int(group_doc.get("partitions", rabbit.partitions))
+    dedup_doc = _merge(_section(defaults, "dedup"), _section(group_doc, "dedup"))
+    return ConsumerGroup(
+        name=group_name,
+        description=str(group_doc.get("description", "")),
+        delivery=delivery,
+        handler=group_doc.get("handler"),
+        subscriptions=tuple(subscriptions),
+        retry=retry,
+        max_in_flight=int(group_doc.get("max_in_flight", defaults.get("max_in_flight", DEFAULT_MAX_IN_FLIGHT))),
+        dedup=DedupSettings(
+            store=dedup_doc.get("store", "memory"),
+            capacity=int(dedup_doc.get("capacity", DEFAULT_DEDUP_CAPACITY)),
+            path=dedup_doc.get("path"),
+        ),
+        alerts=resolve_alerts(_merge(topology_alerts, _section(group_doc, "alerts"))),
+        ordered=ordered,
+        kafka=KafkaGroupPlumbing(
+            group_id=prefix,
+            retry_topics=retry_destinations(prefix, retry) if needs_retry_plumbing else (),
+            dlq_topic=f"{prefix}.dlq",
+            transactional_id_prefix=prefix if delivery is Delivery.EXACTLY_ONCE else None,
+        ),
+        rabbitmq=RabbitGroupPlumbing(
+            exchange=prefix,
+            exchange_type="x-consistent-hash" if partitions > 1 else "fanout",
+            hash_header=rabbit.key_header if partitions > 1 else None,
+            queues=tuple(f"{prefix}.{index}" for index in range(partitions)),
+            single_active_consumer=ordered,
+            delivery_limit=retry.max_retries + CRASH_LOOP_ALLOWANCE,
+            retry_queues=retry_destinations(prefix, retry) if needs_retry_plumbing else (),
+            dlq_queue=f"{prefix}.dlq",
+        ),
+    )

@@ -1,0 +1,86 @@
+"""Prometheus metrics of the runtime: the names the generated alert rules and dashboards use.
+
+One `RuntimeMetrics` per process. Every series the topology implies for the process's role
+(publisher: every event type and chain; a consumer group: its subscriptions) is created at zero
+on start, so `increase()` and `rate()` work from the first event.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from topo.generator.model import ConsumerGroup, Topology
+
+EVENT_LABELS = ("event_type", "chain_id")
+GROUP_LABELS = ("group", "event_type", "chain_id")
+DEAD_LETTER_REASONS = ("max_retries", "poison")
+# Handler durations: sub-millisecond handlers up to slow external calls.
+HANDLER_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+
+# Metric names (without the _total suffix prometheus-client adds to counters).
+PUBLISHED = "topo_events_published"
+PUBLISH_FAILED = "topo_events_publish_failed"
+CONSUMED = "topo_events_consumed"
+FAILED = "topo_events_failed"
+RETRIED = "topo_events_retried"
+DEAD_LETTERED = "topo_events_dead_lettered"
+DUPLICATES = "topo_events_duplicates"
+HANDLER_DURATION = "topo_handler_duration_seconds"
+LATENCY = "topo_event_latency_seconds"
+IN_FLIGHT = "topo_in_flight_events"
+PAUSED_PARTITIONS = "topo_paused_partitions"
+LAST_PROGRESS = "topo_consumer_last_progress_timestamp_seconds"
+
+
+def latency_buckets(topology: Topology) -> tuple[float, ...]:
+    """Standard buckets plus one at each lag-seconds alert threshold, so alerts are exact."""
+    thresholds = {topology.alerts.lag_seconds, *(g.alerts.lag_seconds for g in topology.groups)}
+    return tuple(sorted(set(LATENCY_BUCKETS) | thresholds))
+
+
+class RuntimeMetrics:
+    def __init__(self, topology: Topology, registry: CollectorRegistry | None = None) -> None:
+        self.topology = topology
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.published = Counter(PUBLISHED, "Events acknowledged by the broker.", EVENT_LABELS, registry=r)
+        self.publish_failed = Counter(PUBLISH_FAILED, "Events the broker refused or never acknowledged.",
+                                      EVENT_LABELS, registry=r)
+        self.consumed = Counter(CONSUMED, "Events a group's handler processed successfully.", GROUP_LABELS,
+                                registry=r)
+        self.failed = Counter(FAILED, "Handler attempts that raised.", GROUP_LABELS, registry=r)
+        self.retried = Counter(RETRIED, "Retries scheduled after a failed attempt.", GROUP_LABELS, registry=r)
+        self.dead_lettered = Counter(DEAD_LETTERED, "Events sent to the group's dead-letter queue.",
+                                     (*GROUP_LABELS, "reason"), registry=r)
+        self.duplicates = Counter(DUPLICATES, "Deliveries skipped because their event_id was processed.",
+                                  GROUP_LABELS, registry=r)
+        self.handler_duration = Histogram(HANDLER_DURATION, "Time spent in the handler per attempt.", GROUP_LABELS,
+                                          buckets=HANDLER_BUCKETS, registry=r)
+        self.latency = Histogram(LATENCY, "Now minus the envelope timestamp when the handler succeeded.",
+                                 GROUP_LABELS, buckets=latency_buckets(topology), registry=r)
+        self.in_flight = Gauge(IN_FLIGHT, "Events fetched and not yet done.", ("group",), registry=r)
+        self.paused_partitions = Gauge(PAUSED_PARTITIONS, "Partitions or queues paused for backpressure.",
+                                       ("group",), registry=r)
+        self.last_progress = Gauge(LAST_PROGRESS, "Unix time the consume loop last made progress.", ("group",),
+                                   registry=r)
+
+    def init_publisher(self) -> None:
+        for event in self.topology.events:
+            for topic in event.topics:
+                labels = (event.name, str(topic.chain_id))
+                self.published.labels(*labels)
+                self.publish_failed.labels(*labels)
+
+    def init_group(self, group: ConsumerGroup) -> None:
+        for subscription in group.subscriptions:
+            for chain_id in subscription.chains:
+                labels = (group.name, subscription.event, str(chain_id))
+                for metric in (self.consumed, self.failed, self.retried, self.duplicates,
+                               self.handler_duration, self.latency):
+                    metric.labels(*labels)
+                for reason in DEAD_LETTER_REASONS:
+                    self.dead_lettered.labels(*labels, reason)
+        self.in_flight.labels(group.name).set(0)
+        self.paused_partitions.labels(group.name).set(0)
+        self.last_progress.labels(group.name).set_to_current_time()
