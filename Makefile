@@ -26,7 +26,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy topo generator runtime dev
+	$(BIN)/mypy -p topo -p dev
 
 brokers-up:
 	$(PYTHON) dev/brokers.py up

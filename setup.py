@@ -1,15 +1,10 @@
-"""Maps the design card's top-level folders into the single import package `topo`."""
+"""Packaging of the single import package `topo`.
+
+The design card's top-level folders are its subpackages: topo/generator, topo/runtime and
+topo/templates are symlinks to generator/, runtime/ and templates/, so every tool (pip, mypy,
+pytest, editors) sees one ordinary package and a wheel contains real files.
+"""
 
 from setuptools import find_packages, setup
 
-FOLDERS = {"topo": "topo", "topo.generator": "generator", "topo.runtime": "runtime", "topo.templates": "templates"}
-
-
-def packages_under(prefix: str, folder: str) -> list[str]:
-    return [prefix, *(f"{prefix}.{sub}" for sub in find_packages(folder))]
-
-
-setup(
-    package_dir=FOLDERS,
-    packages=sorted({pkg for prefix, folder in FOLDERS.items() for pkg in packages_under(prefix, folder)}),
-)
+setup(packages=find_packages(include=["topo", "topo.*"]))
