@@ -29,17 +29,17 @@ lint: $(STAMP)
 	$(BIN)/mypy -p topo -p dev
 
 brokers-up:
-	$(PYTHON) dev/brokers.py up
+	$(PYTHON) dev/brokers.py up $(BROKERS)
 
 brokers-down:
-	$(PYTHON) dev/brokers.py down
+	$(PYTHON) dev/brokers.py down $(BROKERS)
 
 brokers-status:
-	$(PYTHON) dev/brokers.py status
+	$(PYTHON) dev/brokers.py status $(BROKERS)
 
 bench: $(STAMP)
 	$(MAKE) brokers-up
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH)
 
 clean:
 	rm -rf $(VENV) .run

@@ -233,8 +233,7 @@ def _run(argv: Sequence[str], *, check: bool = True, timeout: float = 600, **kwa
         raise BrokerError(f"timed out after {timeout:.0f}s: {' '.join(argv)}") from exc
     if check and result.returncode != 0:
         raise BrokerError(
-            f"command failed (exit {result.returncode}): {' '.join(argv)}\n"
-            f"{result.stdout}{result.stderr}".rstrip()
+            f"command failed (exit {result.returncode}): {' '.join(argv)}\n{result.stdout}{result.stderr}".rstrip()
         )
     return str(result.stdout)
 
@@ -258,9 +257,7 @@ def _lock() -> Iterator[None]:
 def _apt_install(packages: Sequence[str]) -> None:
     missing = ", ".join(packages)
     if os.geteuid() != 0:
-        raise BrokerError(
-            f"{missing} not installed; install with: sudo apt-get install -y {' '.join(packages)}"
-        )
+        raise BrokerError(f"{missing} not installed; install with: sudo apt-get install -y {' '.join(packages)}")
     if not shutil.which("apt-get"):
         raise BrokerError(f"{missing} not installed and there is no apt-get; install it by hand")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
@@ -426,9 +423,7 @@ def _java() -> str:
         return str(Path(java_home) / "bin" / "java")
     found = shutil.which("java")
     if not found:
-        raise BrokerError(
-            "java not found: Kafka 4 needs a Java 17+ runtime (apt-get install openjdk-17-jre-headless)"
-        )
+        raise BrokerError("java not found: Kafka 4 needs a Java 17+ runtime (apt-get install openjdk-17-jre-headless)")
     return found
 
 
@@ -478,11 +473,11 @@ def _render_kafka_config(paths: KafkaPaths) -> None:
     )
 
 
-def _kafka_java_argv(paths: KafkaPaths, main_class: str, *args: str) -> list[str]:
+def _kafka_java_argv(paths: KafkaPaths, main_class: str, *args: str, heap: str = KAFKA_HEAP) -> list[str]:
     return [
         _java(),
-        f"-Xms{min(256, _heap_mb())}m",
-        f"-Xmx{KAFKA_HEAP}",
+        f"-Xms{heap}" if _size_mb(heap) <= 256 else "-Xms256m",
+        f"-Xmx{heap}",
         "-XX:+UseG1GC",
         "-XX:MaxGCPauseMillis=20",
         "-Djava.awt.headless=true",
@@ -495,11 +490,11 @@ def _kafka_java_argv(paths: KafkaPaths, main_class: str, *args: str) -> list[str
     ]
 
 
-def _heap_mb() -> int:
-    value = KAFKA_HEAP.lower()
-    factor = {"g": 1024, "m": 1, "k": 1 / 1024}.get(value[-1:], 1 / (1024 * 1024))
-    number = value[:-1] if value[-1:].isalpha() else value
-    return max(64, int(float(number) * factor))
+def _size_mb(size: str) -> float:
+    """'512m' -> 512, '1g' -> 1024 (JVM size syntax)."""
+    factors = {"k": 1 / 1024, "m": 1.0, "g": 1024.0}
+    unit = size[-1:].lower()
+    return float(size[:-1]) * factors[unit] if unit in factors else float(size) / (1024 * 1024)
 
 
 def _format_kafka(paths: KafkaPaths) -> None:
@@ -511,10 +506,8 @@ def _format_kafka(paths: KafkaPaths) -> None:
     cluster = paths.cluster_id.read_text().strip()
     log(f"formatting KRaft storage {paths.data} (cluster id {cluster})")
     argv = _kafka_java_argv(
-        paths, "kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(paths.config)
+        paths, "kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(paths.config), heap="256m"
     )
-    # The storage tool needs less heap than the broker.
-    argv = [arg if not arg.startswith("-Xm") else "-Xmx256m" for arg in argv]
     _run(argv, timeout=300)
 
 
@@ -585,6 +578,18 @@ def kafka_down() -> None:
     paths.pid_file.unlink(missing_ok=True)
 
 
+def kafka_stop() -> None:
+    """Stop the broker that ``up`` started (tests of broker restarts); its data stay."""
+    with _lock():
+        kafka_down()
+
+
+def kafka_start(timeout: float = KAFKA_START_TIMEOUT) -> KafkaMetadata:
+    """Start the local broker again (or keep the running one) and wait until it answers."""
+    with _lock():
+        return kafka_wait(kafka_launch(), timeout=timeout)
+
+
 def kafka_status() -> bool:
     paths = KafkaPaths.current()
     pid = kafka_pid(paths)
@@ -629,9 +634,7 @@ def _rabbit_amqp_address() -> tuple[str, int]:
 def rabbitmq_management_get(path: str, timeout: float = 3.0) -> object:
     parsed = urllib.parse.urlsplit(rabbitmq_management_url())
     user = urllib.parse.unquote(parsed.username or os.environ.get("RABBITMQ_MANAGEMENT_USER", "guest"))
-    password = urllib.parse.unquote(
-        parsed.password or os.environ.get("RABBITMQ_MANAGEMENT_PASSWORD", "guest")
-    )
+    password = urllib.parse.unquote(parsed.password or os.environ.get("RABBITMQ_MANAGEMENT_PASSWORD", "guest"))
     base = f"{parsed.scheme}://{parsed.hostname}:{parsed.port or 15672}{parsed.path.rstrip('/')}"
     request = urllib.request.Request(base + path)
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
@@ -770,8 +773,7 @@ def rabbitmq_wait(timeout: float = RABBITMQ_START_TIMEOUT) -> dict[str, object]:
             return overview
         if time.monotonic() > deadline:
             raise BrokerError(
-                f"RabbitMQ did not answer on {host}:{port} and {rabbitmq_management_url()} "
-                f"within {timeout:.0f}s"
+                f"RabbitMQ did not answer on {host}:{port} and {rabbitmq_management_url()} within {timeout:.0f}s"
             )
         time.sleep(0.25)
 
@@ -880,9 +882,7 @@ def start_prometheus_server(
         *extra_args,
     ]
     pid = spawn_detached(argv, log_file, cwd=workdir)
-    server = PrometheusServer(
-        pid=pid, port=port, config_file=config_file, data_dir=data_dir, log_file=log_file
-    )
+    server = PrometheusServer(pid=pid, port=port, config_file=config_file, data_dir=data_dir, log_file=log_file)
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -939,9 +939,7 @@ def status(services: Sequence[str]) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m dev.brokers", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=("up", "down", "status"))
-    parser.add_argument(
-        "services", nargs="*", metavar="SERVICE", help=f"any of {', '.join(SERVICES)} (default: all)"
-    )
+    parser.add_argument("services", nargs="*", metavar="SERVICE", help=f"any of {', '.join(SERVICES)} (default: all)")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.services) - set(SERVICES))
     if unknown:

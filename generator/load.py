@@ -218,7 +218,11 @@ def _syntax_error(file: str, source: str, exc: yaml.YAMLError) -> Diagnostic:
                           f"this `{opener}` is never closed",
                           f"add `{closer}` (or a missing `,`); the parser stopped at line {mark.line + 1}, "
                           f"column {mark.column + 1}: {problem}")
-    if "expected a single document" in problem:
+    if context_mark is not None and "quoted scalar" in context and "end of stream" in problem:
+        return Diagnostic("error", file, context_mark.line + 1, context_mark.column + 1,
+                          "this quoted string is never closed",
+                          "add the closing quote; the parser reached the end of the file looking for it")
+    if "expected a single document" in problem or "expected a single document" in context:
         return Diagnostic("error", file, mark.line + 1, mark.column + 1,
                           "a second YAML document starts here; topology.yaml holds exactly one",
                           "remove the `---` separator and merge the documents")

@@ -139,6 +139,11 @@ class KafkaGroupPlumbing(Frozen):
     retry_topics: tuple[RetryDestination, ...]
     dlq_topic: str
     transactional_id_prefix: str | None  # set for exactly-once groups
+    # Topic settings of every retry topic and of the dead-letter topic (derived from the subscribed
+    # events: most partitions, highest replication factor; cleanup.policy=delete; see resolve.py).
+    # None only in a topology.json written before these fields existed.
+    retry_topic_settings: KafkaTopicSettings | None = None
+    dlq_topic_settings: KafkaTopicSettings | None = None
 
 
 class RabbitGroupPlumbing(Frozen):

@@ -51,6 +51,8 @@ DEFAULT_MAX_IN_FLIGHT = 256
 DEFAULT_DEDUP_CAPACITY = 100_000
 DEFAULT_PARTITIONS = 3
 DEFAULT_EVENT_VERSION = "1.0"
+# Dead letters wait for a person to look at them: keep them at least this long (milliseconds).
+DLQ_MIN_RETENTION_MS = 30 * 24 * 3600 * 1000
 # Redeliveries beyond the retry budget only come from crashes mid-handler; the quorum queue's
 # delivery limit dead-letters such a crash loop instead of cycling forever.
 CRASH_LOOP_ALLOWANCE = 5
@@ -160,6 +162,27 @@ def retry_destinations(prefix: str, policy: RetryPolicy) -> tuple[RetryDestinati
     return tuple(RetryDestination(delay_seconds=d, name=f"{prefix}.retry.{format_duration(d)}") for d in unique)
 
 
+def plumbing_topic_settings(events: Sequence[EventType], kafka: KafkaSettings,
+                            min_retention_ms: int | None = None) -> KafkaTopicSettings:
+    """Settings of a group's retry or dead-letter topic, derived from the events it carries.
+
+    As many partitions and replicas as the largest of those events; always `cleanup.policy=delete`
+    (compaction would drop retries and dead letters that share a key); the longest of their
+    retentions, raised to `min_retention_ms` when given.
+    """
+    retentions = [int(e.kafka.configs["retention.ms"]) for e in events if "retention.ms" in e.kafka.configs]
+    if min_retention_ms is not None:
+        retentions.append(min_retention_ms)
+    configs = {"cleanup.policy": "delete"}
+    if retentions:
+        configs["retention.ms"] = str(-1 if -1 in retentions else max(retentions))
+    return KafkaTopicSettings(
+        partitions=max((e.kafka.partitions for e in events), default=kafka.partitions),
+        replication_factor=max((e.kafka.replication_factor for e in events), default=kafka.replication_factor),
+        configs=dict(sorted(configs.items())),
+    )
+
+
 def resolve(doc: Doc) -> Topology:
     name = str(doc["name"])
     defaults = _section(doc, "defaults")
@@ -237,7 +260,7 @@ def resolve(doc: Doc) -> Topology:
 
     alerts = resolve_alerts(_section(doc, "alerts"))
     groups = [
-        _resolve_group(name, group_name, group_doc, defaults, by_name, rabbitmq, _section(doc, "alerts"))
+        _resolve_group(name, group_name, group_doc, defaults, by_name, rabbitmq, _section(doc, "alerts"), kafka)
         for group_name, group_doc in groups_doc.items()
     ]
     producers = sorted({p for event in events for p in event.producers})
@@ -263,7 +286,7 @@ def _subscription_items(group_doc: Doc) -> list[dict[str, Any]]:
 
 
 def _resolve_group(topology: str, group_name: str, group_doc: Doc, defaults: Doc, events: Mapping[str, EventType],
-                   rabbit: RabbitSettings, topology_alerts: Doc) -> ConsumerGroup:
+                   rabbit: RabbitSettings, topology_alerts: Doc, kafka: KafkaSettings) -> ConsumerGroup:
     subscriptions = []
     for item in _subscription_items(group_doc):
         event = events[item["event"]]
@@ -284,6 +307,7 @@ def _resolve_group(topology: str, group_name: str, group_doc: Doc, defaults: Doc
     prefix = f"{topology}.{group_name}"
     partitions = int(group_doc.get("partitions", rabbit.partitions))
     dedup_doc = _merge(_section(defaults, "dedup"), _section(group_doc, "dedup"))
+    subscribed = [events[name] for name in dict.fromkeys(s.event for s in subscriptions)]
     return ConsumerGroup(
         name=group_name,
         description=str(group_doc.get("description", "")),
@@ -304,6 +328,9 @@ def _resolve_group(topology: str, group_name: str, group_doc: Doc, defaults: Doc
             retry_topics=retry_destinations(prefix, retry) if needs_retry_plumbing else (),
             dlq_topic=f"{prefix}.dlq",
             transactional_id_prefix=prefix if delivery is Delivery.EXACTLY_ONCE else None,
+            retry_topic_settings=(plumbing_topic_settings([e for e in subscribed if not e.ordered], kafka)
+                                  if needs_retry_plumbing else None),
+            dlq_topic_settings=plumbing_topic_settings(subscribed, kafka, DLQ_MIN_RETENTION_MS),
         ),
         rabbitmq=RabbitGroupPlumbing(
             exchange=prefix,

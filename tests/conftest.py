@@ -6,6 +6,8 @@ Fixture API (see docs/brokers.md):
 * ``kafka_admin`` (session) -> ``confluent_kafka.admin.AdminClient``.
 * ``kafka_topics`` (function) -> ``create(suffix="events", partitions=1, config=None) -> topic name``;
   the topics are deleted after the test.
+* ``kafka_broker`` (function) -> :class:`KafkaBroker` (``stop()``, ``start()``, ``restart()``) for the
+  local broker; its data survive; it is running again after the test.
 * ``rabbitmq_url`` (session) -> amqp URL of the default vhost; ``RABBITMQ_URL`` overrides.
 * ``rabbitmq_management`` (session) -> :class:`RabbitManagement` (``url``, ``user``, ``password``,
   ``get``/``put``/``delete``); ``RABBITMQ_MANAGEMENT_URL`` overrides.
@@ -42,6 +44,7 @@ from dev import brokers  # noqa: E402  (stdlib-only broker manager at the reposi
 
 IN_CI = os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
 START_HINT = "start it with: make brokers-up"
+EXTERNAL_BROKER_VARIABLES = ("KAFKA_BOOTSTRAP_SERVERS", "RABBITMQ_URL", "RABBITMQ_MANAGEMENT_URL")
 
 BROKER_MARKERS = {
     "kafka": "needs a running Kafka broker (make brokers-up)",
@@ -53,6 +56,7 @@ FIXTURE_MARKERS = {
     "kafka_bootstrap": "kafka",
     "kafka_admin": "kafka",
     "kafka_topics": "kafka",
+    "kafka_broker": "kafka",
     "rabbitmq_url": "rabbitmq",
     "rabbitmq_management": "rabbitmq",
     "rabbit_vhost": "rabbitmq",
@@ -76,7 +80,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def broker_unavailable(what: str, detail: str) -> NoReturn:
     """Fail under CI (a missing broker is a broken build), skip locally; both say how to start it."""
-    message = f"{what} is not reachable ({detail}); {START_HINT}"
+    overrides = [name for name in EXTERNAL_BROKER_VARIABLES if os.environ.get(name)]
+    hint = f"check the brokers named by {', '.join(overrides)}" if overrides else START_HINT
+    message = f"{what} is not reachable ({detail}); {hint}"
     if IN_CI:
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
@@ -152,6 +158,33 @@ def kafka_topics(kafka_admin: Any, unique_name: str) -> Iterator[Callable[..., s
             future.result(timeout=60)
 
 
+@dataclass(frozen=True)
+class KafkaBroker:
+    """The local broker started by ``make brokers-up``: stop it, start it again; its data stay."""
+
+    bootstrap: str
+
+    def stop(self) -> None:
+        brokers.kafka_stop()
+
+    def start(self) -> None:
+        brokers.kafka_start()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@pytest.fixture
+def kafka_broker(kafka_bootstrap: str) -> Iterator[KafkaBroker]:
+    """Control of the local Kafka process, for tests of broker restarts; it runs again after the test."""
+    if brokers.kafka_is_external() or brokers.kafka_pid() is None:
+        broker_unavailable("A Kafka broker started by `make brokers-up`", f"{kafka_bootstrap} is not ours")
+    yield KafkaBroker(bootstrap=kafka_bootstrap)
+    if brokers.kafka_ready() is None:
+        brokers.kafka_start()
+
+
 # --------------------------------------------------------------------------- RabbitMQ
 
 
@@ -211,10 +244,13 @@ def rabbitmq_url() -> str:
     params.connection_attempts = 1
     params.socket_timeout = 5
     params.blocked_connection_timeout = 5
+    problem = None
     try:
         pika.BlockingConnection(params).close()
     except Exception as exc:  # pika raises many types; any of them means "not reachable"
-        broker_unavailable("RabbitMQ", f"{type(exc).__name__} connecting to {params.host}:{params.port}")
+        problem = f"{type(exc).__name__} connecting to {params.host}:{params.port}"
+    if problem:
+        broker_unavailable("RabbitMQ", problem)
     return url
 
 
@@ -224,25 +260,24 @@ def rabbitmq_management(rabbitmq_url: str) -> RabbitManagement:
     parsed = urllib.parse.urlsplit(raw)
     default_user, default_password = _amqp_user(rabbitmq_url)
     user = urllib.parse.unquote(parsed.username or os.environ.get("RABBITMQ_MANAGEMENT_USER", default_user))
-    password = urllib.parse.unquote(
-        parsed.password or os.environ.get("RABBITMQ_MANAGEMENT_PASSWORD", default_password)
-    )
+    password = urllib.parse.unquote(parsed.password or os.environ.get("RABBITMQ_MANAGEMENT_PASSWORD", default_password))
     netloc = parsed.hostname or "127.0.0.1"
     if parsed.port:
         netloc += f":{parsed.port}"
     url = urllib.parse.urlunsplit((parsed.scheme, netloc, parsed.path, "", ""))
     api = RabbitManagement(url=url, user=user, password=password)
+    problem = None
     try:
         api.get("/api/overview")
     except requests.RequestException as exc:
-        broker_unavailable("RabbitMQ management API", f"{type(exc).__name__} at {url}")
+        problem = f"{type(exc).__name__} at {url}"
+    if problem:
+        broker_unavailable("RabbitMQ management API", problem)
     return api
 
 
 @pytest.fixture
-def rabbit_vhost(
-    rabbitmq_url: str, rabbitmq_management: RabbitManagement, unique_name: str
-) -> Iterator[RabbitVhost]:
+def rabbit_vhost(rabbitmq_url: str, rabbitmq_management: RabbitManagement, unique_name: str) -> Iterator[RabbitVhost]:
     """A fresh vhost named after the test, usable by the amqp user; deleted with all it holds after."""
     api = rabbitmq_management
     name = unique_name

@@ -12,7 +12,8 @@ Threading model (the part that matters for pika):
   implementation need not be thread-safe. Delivery reports (`on_delivery`) are invoked from
   inside `publish`, `poll` or `flush`, on the calling thread, never from a thread of their own.
 * `ConsumerTransport`: every method is called from ONE thread, the consume-loop thread, the
-  same thread that opened it; the only exception is `wakeup()`, callable from any thread.
+  same thread that opened it; the exceptions are `wakeup()` and the optional `publish()`,
+  callable from any thread.
   Handlers run on worker threads that never touch the transport. The loop thread calls
   `poll()` at least every `POLL_INTERVAL_MAX` seconds even while handlers run, so a transport
   that needs to service its connection (pika heartbeats, Kafka's max.poll.interval.ms) does it
@@ -211,7 +212,9 @@ class ConsumerTransport(ABC):
     @abstractmethod
     def poll(self, max_messages: int, timeout: float) -> list[Delivery]:
         """Return up to `max_messages` deliveries (possibly none), waiting at most `timeout`
-        seconds for the first. Deliveries of one stream are returned in stream order. Serves the
+        seconds for the first. `max_messages` 0 means the core has no room: serve the connection
+        and return [] (or deliveries already fetched that cannot be held back). Deliveries of
+        one stream are returned in stream order. Serves the
         connection (heartbeats, rebalances, delivery reports of copies, due retry partitions).
         Must return early when `wakeup()` is called, where the client allows it."""
 
@@ -255,12 +258,14 @@ class ConsumerTransport(ABC):
         """Commit every acked position now, synchronously (Kafka) / no-op where acks are final.
         Called on shutdown and from on_revoked."""
 
-    @abstractmethod
     def publish(self, topic: EventTopic, key: str, body: bytes,
                 headers: Mapping[str, str] | None = None) -> None:
-        """Publish an event from inside a handler through this consumer's producer. On a Kafka
-        exactly-once consumer it joins the current transaction, committed with the offsets of
-        the events acked after it; elsewhere it is a plain confirmed publish."""
+        """Optional (default: Unsupported). Publish an event from inside a handler through this
+        consumer's producer; the only method called from worker threads, so it must be
+        thread-safe. On a Kafka exactly-once consumer it joins the current transaction, committed
+        with the offsets of the events acked after it. Transports that do not implement it leave
+        handlers to use a `Publisher` of their own."""
+        raise Unsupported(f"{type(self).__name__} does not publish from handlers")
 
     @abstractmethod
     def close(self) -> None:

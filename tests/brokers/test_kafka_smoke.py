@@ -107,9 +107,7 @@ def test_transactions_hide_aborted_records_from_read_committed(
             producer.flush(30)  # the aborted records really reach the log
             producer.abort_transaction(30)
 
-    committed = closing(
-        _consumer(kafka_bootstrap, f"{unique_name}-rc", **{"isolation.level": "read_committed"})
-    )
+    committed = closing(_consumer(kafka_bootstrap, f"{unique_name}-rc", **{"isolation.level": "read_committed"}))
     committed.assign([TopicPartition(topic, 0, 0)])
     values = [_text(m.value()) for m in _consume(committed, 10)]
     assert values == [f"a{i}" for i in range(5)] + [f"c{i}" for i in range(5)]
@@ -122,9 +120,7 @@ def test_transactions_hide_aborted_records_from_read_committed(
         extra = committed.poll(0.2)
         assert extra is None or extra.error() is not None, f"unexpected record {extra.value()!r}"
 
-    uncommitted = closing(
-        _consumer(kafka_bootstrap, f"{unique_name}-ru", **{"isolation.level": "read_uncommitted"})
-    )
+    uncommitted = closing(_consumer(kafka_bootstrap, f"{unique_name}-ru", **{"isolation.level": "read_uncommitted"}))
     uncommitted.assign([TopicPartition(topic, 0, 0)])
     assert len(_consume(uncommitted, 15)) == 15  # the aborted batch is in the log, just not visible
 
@@ -164,15 +160,33 @@ def test_consumer_group_rebalances_partitions_between_two_members(
 
     def split_evenly() -> bool:
         one, two = assigned(first), assigned(second)
-        return (
-            one.isdisjoint(two) and len(one) == len(two) == partitions // 2 and len(one | two) == partitions
-        )
+        return one.isdisjoint(two) and len(one) == len(two) == partitions // 2 and len(one | two) == partitions
 
     try:
         poll_until([first, second], split_evenly, "the partitions to be split between two members")
     finally:
         second.close()  # leaves the group at once
 
-    poll_until(
-        [first], lambda: len(assigned(first)) == partitions, "the first member to get every partition back"
-    )
+    poll_until([first], lambda: len(assigned(first)) == partitions, "the first member to get every partition back")
+
+
+def test_broker_restart_keeps_topics_and_committed_offsets(
+    kafka_bootstrap: str, kafka_topics: Callable[..., str], kafka_broker: Any, unique_name: str, closing: Any
+) -> None:
+    topic = kafka_topics("durable")
+    group = f"{unique_name}-group"
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True})
+    for i in range(4):
+        producer.produce(topic, value=f"m{i}".encode())
+    assert producer.flush(30) == 0
+    consumer = _consumer(kafka_bootstrap, group)
+    consumer.subscribe([topic])
+    first_two = _consume(consumer, 2)
+    consumer.commit(message=first_two[-1], asynchronous=False)
+    consumer.close()
+
+    kafka_broker.restart()
+
+    again = closing(_consumer(kafka_bootstrap, group))
+    again.subscribe([topic])
+    assert [_text(m.value()) for m in _consume(again, 2)] == ["m2", "m3"]

@@ -39,16 +39,12 @@ def _write_rules(directory: Path) -> Path:
 
 def test_promtool_checks_rules(promtool: str, tmp_path: Path) -> None:
     good = _write_rules(tmp_path / "rules")
-    result = subprocess.run(
-        [promtool, "check", "rules", str(good)], capture_output=True, text=True, check=False
-    )
+    result = subprocess.run([promtool, "check", "rules", str(good)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
     bad = tmp_path / "bad.yml"
     bad.write_text("groups:\n  - name: x\n    rules:\n      - alert: Broken\n        expr: sum(\n")
-    result = subprocess.run(
-        [promtool, "check", "rules", str(bad)], capture_output=True, text=True, check=False
-    )
+    result = subprocess.run([promtool, "check", "rules", str(bad)], capture_output=True, text=True, check=False)
     assert result.returncode != 0
 
 
@@ -69,9 +65,7 @@ def test_prometheus_scrapes_rabbitmq_and_fires_an_alert(
 
     deadline = time.monotonic() + 60
     while True:
-        firing = [
-            a for a in prom.alerts() if a["labels"]["alertname"] == "AlwaysFiring" and a["state"] == "firing"
-        ]
+        firing = [a for a in prom.alerts() if a["labels"]["alertname"] == "AlwaysFiring" and a["state"] == "firing"]
         scraped = prom.query('rabbitmq_identity_info{job="rabbitmq"}')
         if firing and scraped:
             break

@@ -36,9 +36,7 @@ def _depth(channel: BlockingChannel, queue: str) -> int:
 def test_publisher_confirms_and_unroutable_returns(channel: BlockingChannel, unique_name: str) -> None:
     queue = f"{unique_name}-q"
     channel.queue_declare(queue, durable=True)
-    persistent = pika.BasicProperties(
-        delivery_mode=pika.DeliveryMode.Persistent, content_type="application/json"
-    )
+    persistent = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent, content_type="application/json")
     for i in range(100):
         # With confirms on, basic_publish returns only once the broker acked; a nack raises.
         channel.basic_publish("", queue, f'{{"n": {i}}}'.encode(), properties=persistent, mandatory=True)
@@ -91,9 +89,7 @@ def test_quorum_queue_dead_letters_after_delivery_limit(channel: BlockingChannel
             "x-overflow": "reject-publish",
         },
     )
-    channel.basic_publish(
-        "", queue, b"poison", properties=pika.BasicProperties(message_id="m-1"), mandatory=True
-    )
+    channel.basic_publish("", queue, b"poison", properties=pika.BasicProperties(message_id="m-1"), mandatory=True)
 
     channel.basic_qos(prefetch_count=1)
     deliveries = 0
@@ -121,9 +117,7 @@ def test_quorum_queue_dead_letters_after_delivery_limit(channel: BlockingChannel
     assert Counter(d["reason"] for d in deaths) == Counter({"delivery_limit": 1})
 
 
-def _get_one(
-    channel: BlockingChannel, queue: str
-) -> tuple[pika.spec.Basic.GetOk, pika.BasicProperties, bytes] | None:
+def _get_one(channel: BlockingChannel, queue: str) -> tuple[pika.spec.Basic.GetOk, pika.BasicProperties, bytes] | None:
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:
         method, props, body = channel.basic_get(queue, auto_ack=True)

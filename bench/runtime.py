@@ -1,0 +1,292 @@
+"""The runtime versus the raw client, in one run on the same broker.
+
+    python bench/runtime.py [--events 50000] [--rate 1000] [--seconds 5]
+
+Kafka (confluent-kafka), same payload bytes and producer settings on both sides:
+
+* publish: raw `Producer.produce` of an envelope built with uuid4 + timestamp + `json.dumps` (the
+  work the runtime does) with a delivery callback and `poll(0)`, versus `Publisher.publish` of a
+  generated payload instance; both end with `flush()`;
+* consume: a raw consumer loop (`consume` batches, `json.loads` of each value, asynchronous
+  commit per batch) versus a `topo` consumer group with a no-op handler (validation into the
+  typed envelope, dedup, per-key dispatch, contiguous-offset commits);
+* latency: events published at `--rate` per second for `--seconds`; each side measures now minus
+  the envelope timestamp when its handler sees the event; p50 and p99.
+
+Each side gets its own topics (two throwaway topologies with unique names), deleted at the end.
+RabbitMQ's transport-level comparison is bench/runtime_rabbitmq.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from topo.generator.emit import emit_all
+from topo.generator.interpolate import expand
+from topo.generator.model import Topology
+from topo.generator.resolve import resolve
+from topo.runtime.app import Runtime
+from topo.runtime.transport.kafka import PRODUCER_TUNING
+
+PAYLOAD = {"token_address": "0x" + "1" * 40, "from_address": "0x" + "2" * 40, "to_address": "0x" + "3" * 40,
+           "amount": "1000000000000000000", "transaction_hash": "0x" + "a" * 64, "log_index": 7}
+
+
+def topology_doc(name: str) -> dict[str, Any]:
+    return {
+        "version": 1, "name": name, "naming": {"topic": "{topology}.{event_type}.{chain_id}"},
+        "broker": {"kind": "kafka", "kafka": {"partitions": 3, "replication_factor": 1}},
+        "chains": {138: {"name": "meta"}},
+        "events": {"token.transfer": {"producers": ["indexer"], "key": "token_address", "ordered": True, "payload": {
+            "token_address": "address", "from_address": "address", "to_address": "address", "amount": "uint256",
+            "transaction_hash": "hash32", "log_index": {"type": "integer", "minimum": 0}}}},
+        "consumer_groups": {"bench": {"subscribes": ["token.transfer"], "max_in_flight": 2000}},
+    }
+
+
+def compile_into(name: str, folder: Path) -> Topology:
+    topology = resolve(topology_doc(name))
+    for relative, text in emit_all(topology).items():
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        (folder / relative).write_text(text)
+    return topology
+
+
+def topics_of(topology: Topology) -> list[NewTopic]:
+    names = [(t.topic, 3) for e in topology.events for t in e.topics]
+    names += [(g.kafka.dlq_topic, 1) for g in topology.groups]
+    names += [(r.name, 1) for g in topology.groups for r in g.kafka.retry_topics]
+    return [NewTopic(name, num_partitions=count, replication_factor=1) for name, count in names]
+
+
+def raw_envelope(payload: dict[str, Any], now: float) -> bytes:
+    return json.dumps({"event_type": "token.transfer", "event_id": str(uuid.uuid4()),
+                       "timestamp": datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                       "chain_id": 138, "payload": payload,
+                       "metadata": {"producer": "indexer", "version": "1.0"}}, separators=(",", ":")).encode()
+
+
+def payload_dict(index: int) -> dict[str, Any]:
+    return {"chain_id": 138, **PAYLOAD, "token_address": f"0x{index % 1000:040x}", "log_index": index}
+
+
+class Side:
+    """One side of the comparison: publish N, consume N, and a paced latency run."""
+
+    def publish(self, count: int) -> float: ...
+    def consume(self, count: int) -> float: ...
+    def latency(self, rate: int, seconds: float) -> list[float]: ...
+
+
+class RawKafka(Side):
+    def __init__(self, topology: Topology, bootstrap: str) -> None:
+        self.topic = topology.events[0].topics[0].topic
+        self.bootstrap = bootstrap
+        self.producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_TUNING})
+        self.errors = 0
+
+    def _report(self, error: Any, _message: Any) -> None:
+        if error is not None:
+            self.errors += 1
+
+    def _send(self, index: int) -> None:
+        payload = payload_dict(index)
+        self.producer.produce(self.topic, raw_envelope(payload, time.time()), payload["token_address"].encode(),
+                              on_delivery=self._report)
+        self.producer.poll(0)
+
+    def publish(self, count: int) -> float:
+        started = time.perf_counter()
+        for index in range(count):
+            self._send(index)
+        self.producer.flush(120)
+        return count / (time.perf_counter() - started)
+
+    def _consumer(self, group: str) -> Consumer:
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group, "enable.auto.commit": False,
+                             "auto.offset.reset": "earliest", "fetch.wait.max.ms": 100})
+        consumer.subscribe([self.topic])
+        return consumer
+
+    def consume(self, count: int) -> float:
+        consumer = self._consumer(f"raw-{uuid.uuid4().hex[:6]}")
+        seen, started = 0, None
+        while seen < count:
+            batch = consumer.consume(500, 0.5)
+            for message in batch:
+                if message.error() is None:
+                    json.loads(message.value())
+                    seen += 1
+            if batch:
+                started = started or time.perf_counter()
+                consumer.commit(asynchronous=True)
+        elapsed = time.perf_counter() - (started or time.perf_counter())
+        consumer.close()
+        return count / elapsed
+
+    def latency(self, rate: int, seconds: float) -> list[float]:
+        consumer = self._consumer(f"raw-latency-{uuid.uuid4().hex[:6]}")
+        samples: list[float] = []
+        total = int(rate * seconds)
+        ready = threading.Event()
+
+        def read() -> None:
+            while len(samples) < total:
+                batch = consumer.consume(500, 0.1)
+                ready.set()
+                for message in batch:
+                    if message.error() is None:
+                        document = json.loads(message.value())
+                        if document["payload"]["log_index"] >= 10**9:
+                            stamp = datetime.fromisoformat(document["timestamp"].replace("Z", "+00:00"))
+                            samples.append(time.time() - stamp.timestamp())
+                if batch:
+                    consumer.commit(asynchronous=True)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        ready.wait(30)
+        time.sleep(3)  # group join done before the clock starts
+        paced(rate, total, lambda i: self._send(10**9 + i))
+        reader.join(seconds + 30)
+        consumer.close()
+        return samples
+
+
+class RuntimeKafka(Side):
+    def __init__(self, topology: Topology, folder: Path) -> None:
+        self.runtime = Runtime.from_generated(folder, broker="kafka", producer="indexer")
+        self.module = self.runtime.classes.module
+        self.publisher = self.runtime.publisher()
+
+    def _send(self, index: int) -> None:
+        self.publisher.publish(self.module.TokenTransfer(**payload_dict(index)))
+
+    def publish(self, count: int) -> float:
+        payloads = [self.module.TokenTransfer(**payload_dict(i)) for i in range(count)]
+        started = time.perf_counter()
+        for payload in payloads:
+            self.publisher.publish(payload)
+        self.publisher.flush(120)
+        return count / (time.perf_counter() - started)
+
+    def _run(self, handler: Callable[[Any], None], done: Callable[[], bool], timeout: float) -> threading.Thread:
+        self.runtime.registry = type(self.runtime.registry)()
+        self.runtime.register("bench", handler)
+        runner = self.runtime.runner("bench", concurrency=4)
+        thread = threading.Thread(target=runner.run, kwargs={"until": done, "timeout": timeout}, daemon=True)
+        thread.start()
+        return thread
+
+    def consume(self, count: int) -> float:
+        seen = [0]
+        first: list[float] = []
+
+        def handle(_event: Any) -> None:
+            if not first:
+                first.append(time.perf_counter())
+            seen[0] += 1
+
+        thread = self._run(handle, lambda: seen[0] >= count, 300)
+        thread.join(310)
+        return count / (time.perf_counter() - first[0])
+
+    def latency(self, rate: int, seconds: float) -> list[float]:
+        samples: list[float] = []
+        total = int(rate * seconds)
+        joined = threading.Event()
+
+        def handle(event: Any) -> None:
+            joined.set()
+            if event.payload.log_index >= 10**9:
+                samples.append(time.time() - event.timestamp.timestamp())
+
+        thread = self._run(handle, lambda: len(samples) >= total, seconds + 60)
+        joined.wait(60)  # the group has caught up with the throughput run's events
+        time.sleep(1)
+        paced(rate, total, lambda i: self._send(10**9 + i))
+        self.publisher.flush(30)
+        thread.join(seconds + 60)
+        return samples
+
+
+def paced(rate: int, total: int, send: Callable[[int], None]) -> None:
+    started = time.perf_counter()
+    for index in range(total):
+        delay = started + index / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        send(index)
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
+
+
+def bench_kafka(events: int, rate: int, seconds: float) -> list[tuple[str, str, str, str, str]]:
+    bootstrap = expand("${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}")
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    tag = uuid.uuid4().hex[:6]
+    with TemporaryDirectory() as temp:
+        raw_topology = compile_into(f"bench-raw-{tag}", Path(temp) / "raw")
+        topo_topology = compile_into(f"bench-topo-{tag}", Path(temp) / "topo")
+        created = topics_of(raw_topology) + topics_of(topo_topology)
+        for future in admin.create_topics(created, operation_timeout=30).values():
+            future.result(60)
+        try:
+            raw, ours = RawKafka(raw_topology, bootstrap), RuntimeKafka(topo_topology, Path(temp) / "topo")
+            raw.publish(200)  # warm-up: metadata and idempotent producer ids before the clock runs
+            ours.publish(200)
+            raw_pub, topo_pub = raw.publish(events), ours.publish(events)
+            raw_con, topo_con = raw.consume(events + 200), ours.consume(events + 200)
+            raw_lat, topo_lat = raw.latency(rate, seconds), ours.latency(rate, seconds)
+            ours.runtime.close()
+        finally:
+            for future in admin.delete_topics([t.topic for t in created], operation_timeout=30).values():
+                future.result(60)
+    rows = [
+        ("kafka publish (events/s)", f"{raw_pub:,.0f}", f"{topo_pub:,.0f}", f"{topo_pub / raw_pub:.2f}x", ">= 0.8x"),
+        ("kafka consume (events/s)", f"{raw_con:,.0f}", f"{topo_con:,.0f}", f"{topo_con / raw_con:.2f}x", ">= 0.7x"),
+    ]
+    for label, fraction in (("p50", 0.5), ("p99", 0.99)):
+        raw_value, topo_value = percentile(raw_lat, fraction) * 1000, percentile(topo_lat, fraction) * 1000
+        rows.append((f"kafka latency {label} at {rate}/s (ms)", f"{raw_value:.1f}", f"{topo_value:.1f}",
+                     f"{topo_value / raw_value:.2f}x", "< 50 ms" if label == "p99" else ""))
+    mean = statistics.fmean(topo_lat) * 1000 if topo_lat else float("nan")
+    rows.append(("kafka latency samples", str(len(raw_lat)), str(len(topo_lat)), "", f"topo mean {mean:.1f} ms"))
+    return rows
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--events", type=int, default=50000)
+    parser.add_argument("--rate", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    options = parser.parse_args(argv)
+    rows = [("measure", "raw client", "topo runtime", "ratio", "target")]
+    rows += bench_kafka(options.events, options.rate, options.seconds)
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for index, row in enumerate(rows):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+        if index == 0:
+            print("  ".join("-" * width for width in widths))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,85 @@
+"""The Python API: one object per service process.
+
+    app = Runtime.from_generated("generated", broker="kafka", producer="indexer")
+    app.publisher().publish(BlockNew(chain_id=1, ...))
+
+    @app.handler("analytics", "block.new")
+    def on_block(event: BlockNewEvent) -> None: ...
+
+    app.runner("analytics").run()      # until stop() / SIGTERM (see topo run)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from topo.generator.model import Topology
+from topo.runtime.consumer import GroupRunner
+from topo.runtime.dedup import ProcessedStore, store_for
+from topo.runtime.events import EventClasses, load_topology
+from topo.runtime.handlers import Handler, HandlerRegistry
+from topo.runtime.metrics import RuntimeMetrics
+from topo.runtime.publisher import Publisher
+from topo.runtime.transport import create
+from topo.runtime.transport.base import Transport
+
+
+class Runtime:
+    def __init__(self, topology: Topology, classes: EventClasses, transport: Transport, producer: str = "",
+                 metrics: RuntimeMetrics | None = None, state_dir: Path | None = None) -> None:
+        self.topology = topology
+        self.classes = classes
+        self.transport = transport
+        self.producer = producer or (topology.producers[0] if topology.producers else "topo")
+        self.metrics = metrics
+        self.state_dir = state_dir
+        self.registry = HandlerRegistry()
+        self._publisher: Publisher | None = None
+
+    @classmethod
+    def from_generated(cls, generated_dir: Path | str = "generated", broker: str | None = None,
+                       producer: str = "", metrics: RuntimeMetrics | None = None, **transport_options: Any
+                       ) -> Runtime:
+        """From `topo generate` output: `<dir>/topology.json` and `<dir>/python/<module>.py`."""
+        folder = Path(generated_dir)
+        topology = load_topology(folder / "topology.json")
+        classes = EventClasses.load(topology, folder)
+        kind = broker or os.environ.get("TOPO_BROKER") or topology.broker.value
+        return cls(topology, classes, create(kind, topology, **transport_options), producer, metrics)
+
+    def handler(self, group: str, event: str | None = None) -> Any:
+        """Decorator registering a handler for `group` (all its events, or one `event`)."""
+        self.topology.group(group)
+        if event is not None:
+            self.topology.event(event)
+        return self.registry.handler(group, event)
+
+    def register(self, group: str, function: Handler, event: str | None = None) -> None:
+        self.topology.group(group)
+        self.registry.register(group, function, event)
+
+    def publisher(self) -> Publisher:
+        """The process's publisher (created on first use; thread-safe)."""
+        if self._publisher is None:
+            self._publisher = Publisher(self.topology, self.classes, self.transport.open_publisher(self.producer),
+                                        self.producer, self.metrics)
+        return self._publisher
+
+    def runner(self, group: str, store: ProcessedStore | None = None, concurrency: int = 8,
+               shutdown_timeout: float = 30.0, time_scale: float = 1.0, client_id: str = "", state: Any = None
+               ) -> GroupRunner:
+        """A runner for `group` with its handlers resolved now (errors name what is missing)."""
+        model = self.topology.group(group)
+        handlers = self.registry.resolve(model)
+        return GroupRunner(self.topology, model, self.classes, self.transport, handlers,
+                           store=store if store is not None else store_for(model, self.state_dir),
+                           metrics=self.metrics, concurrency=concurrency, shutdown_timeout=shutdown_timeout,
+                           time_scale=time_scale, client_id=client_id, state=state)
+
+    def close(self) -> None:
+        if self._publisher is not None:
+            self._publisher.close()
+            self._publisher = None
+        self.transport.close()

@@ -1,0 +1,611 @@
+"""The consume loop of one consumer group: broker-neutral, on top of a `ConsumerTransport`.
+
+Threads: one loop thread (the caller of `run`) talks to the transport: it polls, dispatches
+deliveries to workers, and settles their outcomes. `concurrency` worker threads run handlers.
+A delivery goes to the worker chosen by its key, so events with one key run one at a time and in
+stream order. A worker that must retry an ordered event in place parks that key (its later events
+wait behind it, in order) and keeps serving the other keys; the retry fires from the worker's own
+timer. Unordered events are retried through the transport's retry destinations instead.
+
+Settling (ack / retry_later / dead_letter / release) happens only on the loop thread, after the
+handler's outcome is known: at-least-once. In-flight work is bounded by `group.max_in_flight`:
+at that mark every stream is paused, and resumed once half of it has drained (hysteresis).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from topo.generator.model import ConsumerGroup, Topology
+from topo.generator.model import Delivery as DeliveryMode
+from topo.runtime import headers as H
+from topo.runtime.dedup import MemoryStore, ProcessedStore
+from topo.runtime.events import EventClasses
+from topo.runtime.handlers import BoundHandler, HandlerContext
+from topo.runtime.metrics import RuntimeMetrics
+from topo.runtime.transport.base import (
+    POLL_INTERVAL_MAX,
+    ConsumeOptions,
+    ConsumerTransport,
+    Delivery,
+    StreamId,
+    Transport,
+)
+
+log = logging.getLogger("topo.runtime")
+
+BUSY_POLL = 0.005  # poll timeout while handlers run: settles their outcomes promptly
+# At max_in_flight the loop stops fetching; only if that lasts this long are the streams paused,
+# because pausing discards the client's prefetch (Kafka) and a brief saturation is normal.
+PAUSE_AFTER = 1.0
+MAX_BATCH = 500  # deliveries taken per poll
+
+
+class Outcome(Enum):
+    DONE = "done"
+    DUPLICATE = "duplicate"
+    RETRY = "retry"
+    DEAD = "dead"
+    RELEASE = "release"
+
+
+@dataclass(slots=True)
+class GroupRoute:
+    """One subscribed (event type, chain): what to do with its deliveries."""
+
+    event: str
+    chain_id: int
+    ordered: bool
+    handler: BoundHandler
+    envelope: type[BaseModel]
+    labels: tuple[str, str, str]
+    consumed: Any = None
+    failed: Any = None
+    retried: Any = None
+    duplicates: Any = None
+    duration: Any = None
+    latency: Any = None
+    dead: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Work:
+    delivery: Delivery
+    route: GroupRoute | None
+    lane: tuple[StreamId, str | None]
+    generation: int
+    failures: int  # failed attempts so far (from x-topo-attempt on retry copies)
+    first_failure: str | None
+    envelope: BaseModel | None = None
+    outcome: Outcome | None = None
+    headers: dict[str, str] | None = None
+    delay: float = 0.0
+
+
+class Worker(threading.Thread):
+    """Runs handlers for the keys hashed to it, in order; parks keys that retry in place."""
+
+    def __init__(self, runner: GroupRunner, index: int) -> None:
+        super().__init__(name=f"topo-{runner.group.name}-worker-{index}", daemon=True)
+        self.runner = runner
+        self.inbox: deque[Work] = deque()
+        self.wakeup = threading.Condition()
+        self.blocked: dict[tuple[StreamId, str | None], deque[Work]] = {}
+        self.timers: list[tuple[float, int, tuple[StreamId, str | None]]] = []
+        self.sweep = False  # set by the loop thread: release stale or (draining) parked work
+        self.stopping = False
+        self.busy = False
+
+    def submit(self, items: list[Work]) -> None:
+        with self.wakeup:
+            self.inbox.extend(items)
+            self.wakeup.notify()
+
+    def poke(self) -> None:
+        with self.wakeup:
+            self.sweep = True
+            self.wakeup.notify()
+
+    def stop(self) -> None:
+        with self.wakeup:
+            self.stopping = True
+            self.wakeup.notify()
+
+    def run(self) -> None:
+        runner = self.runner
+        while True:
+            with self.wakeup:
+                while not (self.inbox or self.sweep or self.stopping or self._due()):
+                    self.wakeup.wait(self._wait_time())
+                if self.stopping:
+                    break
+                batch = list(self.inbox)
+                self.inbox.clear()
+                sweep, self.sweep = self.sweep, False
+            self.busy = True
+            for work in batch:
+                if work.generation != runner.generations.get(work.delivery.stream):
+                    runner.complete(work, Outcome.RELEASE)
+                elif work.lane in self.blocked:
+                    self.blocked[work.lane].append(work)  # behind its key's retrying event
+                else:
+                    self.attempt(work)
+            self._fire_due()
+            if sweep:
+                self._sweep()
+            self.busy = False
+
+    def _due(self) -> bool:
+        return bool(self.timers) and self.timers[0][0] <= time.monotonic()
+
+    def _wait_time(self) -> float | None:
+        return max(0.0, self.timers[0][0] - time.monotonic()) if self.timers else None
+
+    def _fire_due(self) -> None:
+        runner = self.runner
+        while self.timers and self.timers[0][0] <= time.monotonic():
+            _, _, lane = heapq.heappop(self.timers)
+            waiting = self.blocked.get(lane)
+            while waiting:
+                work = waiting[0]
+                if work.generation != runner.generations.get(work.delivery.stream):
+                    waiting.popleft()
+                    runner.complete(work, Outcome.RELEASE)
+                    continue
+                if not self.attempt(work, retrying=True):
+                    break  # failed again: a new timer is set; the key stays parked
+                waiting.popleft()
+            if lane in self.blocked and not self.blocked[lane]:
+                del self.blocked[lane]
+
+    def _sweep(self) -> None:
+        runner = self.runner
+        for lane in list(self.blocked):
+            waiting = self.blocked[lane]
+            stale = runner.draining or any(w.generation != runner.generations.get(w.delivery.stream)
+                                           for w in waiting)
+            if stale:
+                for work in waiting:
+                    runner.complete(work, Outcome.RELEASE)
+                del self.blocked[lane]
+        live = set(self.blocked)
+        self.timers = [t for t in self.timers if t[2] in live]
+        heapq.heapify(self.timers)
+
+    def attempt(self, work: Work, retrying: bool = False) -> bool:
+        """Run the handler once; True when the work is finished (whatever its outcome), False
+        when it is parked for an in-place retry."""
+        runner = self.runner
+        route = work.route
+        assert route is not None
+        delivery = work.delivery
+        envelope = work.envelope
+        if envelope is None:
+            try:
+                envelope = work.envelope = route.envelope.model_validate_json(delivery.body)
+            except (ValidationError, ValueError) as error:
+                runner.complete(work, Outcome.DEAD, runner.failure_headers(work, error, H.REASON_POISON))
+                return True
+        event_id = str(envelope.event_id)  # type: ignore[attr-defined]
+        store = runner.store
+        if store.is_processed(event_id):
+            runner.complete(work, Outcome.DUPLICATE)
+            return True
+        handler = route.handler
+        started = time.perf_counter()
+        try:
+            if runner.plain_store is not None:  # in-memory dedup: no transaction to share
+                if handler.wants_context:
+                    handler.function(envelope, HandlerContext(
+                        group=runner.group.name, event_type=route.event, chain_id=route.chain_id,
+                        topic=delivery.topic, partition=delivery.partition, offset=delivery.offset,
+                        attempt=work.failures + 1, transaction=None))
+                else:
+                    handler.function(envelope)
+                runner.plain_store.mark(event_id)
+            else:
+                self._run_in_store(work, envelope, event_id)
+        except Exception as error:
+            if route.failed is not None:
+                route.failed.inc()
+                route.duration.observe(time.perf_counter() - started)
+            return self._failed(work, error)
+        if route.consumed is not None:
+            finished = time.perf_counter()
+            route.duration.observe(finished - started)
+            route.consumed.inc()
+            route.latency.observe(time.time() - envelope.timestamp.timestamp())  # type: ignore[attr-defined]
+        runner.complete(work, Outcome.DONE)
+        return True
+
+    def _run_in_store(self, work: Work, envelope: BaseModel, event_id: str) -> None:
+        runner = self.runner
+        route = work.route
+        assert route is not None
+        handler = route.handler
+        delivery = work.delivery
+        with runner.store.processing(event_id) as transaction:
+            if handler.wants_context:
+                handler.function(envelope, HandlerContext(
+                    group=runner.group.name, event_type=route.event, chain_id=route.chain_id,
+                    topic=delivery.topic, partition=delivery.partition, offset=delivery.offset,
+                    attempt=work.failures + 1, transaction=transaction))
+            else:
+                handler.function(envelope)
+
+    def _failed(self, work: Work, error: Exception) -> bool:
+        runner = self.runner
+        route = work.route
+        assert route is not None
+        work.failures += 1
+        now = H.now_text()
+        work.first_failure = work.first_failure or now
+        policy = runner.group.retry
+        log.warning("%s: %s attempt %d of event %s failed: %s: %s", runner.group.name, route.event, work.failures,
+                    getattr(work.envelope, "event_id", "?"), H.error_class(error), H.error_message(error))
+        if work.failures > policy.max_retries:
+            runner.complete(work, Outcome.DEAD, runner.failure_headers(work, error, H.REASON_MAX_RETRIES, now))
+            return True
+        delay = policy.delays_seconds[work.failures - 1]
+        if route.retried is not None:
+            route.retried.inc()
+        if not route.ordered:
+            headers = runner.failure_headers(work, error, None, now)
+            headers[H.RETRY_DELAY] = f"{delay:g}"
+            headers[H.RETRY_DUE_MS] = str(int((time.time() + delay * runner.time_scale) * 1000))
+            runner.complete(work, Outcome.RETRY, headers, delay)
+            return True
+        # In place: the key waits (its later events park behind it); other keys keep flowing.
+        waiting = self.blocked.setdefault(work.lane, deque())
+        if not waiting or waiting[0] is not work:
+            waiting.appendleft(work)
+        work.headers = runner.failure_headers(work, error, None, now)
+        heapq.heappush(self.timers, (time.monotonic() + delay * runner.time_scale, next(runner.sequence), work.lane))
+        return False
+
+
+class GroupRunner:
+    """Runs one consumer group on a transport until stopped (see the module docstring)."""
+
+    def __init__(self, topology: Topology, group: ConsumerGroup, classes: EventClasses, transport: Transport,
+                 handlers: Mapping[str, BoundHandler], store: ProcessedStore | None = None,
+                 metrics: RuntimeMetrics | None = None, concurrency: int = 8, shutdown_timeout: float = 30.0,
+                 time_scale: float = 1.0, client_id: str = "", state: Any = None) -> None:
+        self.topology = topology
+        # Optional health state (topo.runtime.observe.health.RuntimeState): told about connection
+        # and assignment, so /readyz and /healthz answer for this runner.
+        self.state = state
+        self.group = group
+        self.classes = classes
+        self.transport = transport
+        self.store = store if store is not None else MemoryStore(group.dedup.capacity)
+        # The in-memory store shares no transaction: the hot path skips its context manager.
+        self.plain_store = self.store if type(self.store) is MemoryStore else None
+        self.metrics = metrics
+        self.concurrency = max(1, concurrency)
+        self.shutdown_timeout = shutdown_timeout
+        self.time_scale = time_scale
+        self.client_id = client_id
+        self.sequence = itertools.count()
+        self.generations: dict[StreamId, int] = {}
+        self.draining = False
+        self.completions: deque[Work] = deque()
+        self.completed = threading.Event()
+        self.in_flight = 0
+        self.in_flight_by_stream: dict[StreamId, int] = {}
+        self.paused: set[StreamId] = set()
+        self.high_water = max(1, group.max_in_flight)
+        self.low_water = self.high_water // 2
+        self._stop = threading.Event()
+        self._consumer: ConsumerTransport | None = None
+        self._workers: list[Worker] = []
+        self.routes = self._routes(handlers)
+        self._saturated_since: float | None = None
+        self.handled = 0  # settled deliveries (any outcome), for tests and `run_until`
+        if metrics is not None:
+            metrics.init_group(group)
+            self._in_flight_gauge = metrics.in_flight.labels(group.name)
+            self._paused_gauge = metrics.paused_partitions.labels(group.name)
+            self._progress_gauge = metrics.last_progress.labels(group.name)
+
+    def _routes(self, handlers: Mapping[str, BoundHandler]) -> dict[str, GroupRoute]:
+        routes: dict[str, GroupRoute] = {}
+        metrics = self.metrics
+        for subscription in self.group.subscriptions:
+            handler = handlers[subscription.event]
+            for chain_id, topic, routing_key in zip(subscription.chains, subscription.topics,
+                                                    subscription.routing_keys, strict=True):
+                labels = (self.group.name, subscription.event, str(chain_id))
+                route = GroupRoute(event=subscription.event, chain_id=chain_id, ordered=subscription.ordered,
+                                   handler=handler, envelope=self.classes.envelopes[subscription.event],
+                                   labels=labels)
+                if metrics is not None:
+                    route.consumed = metrics.consumed.labels(*labels)
+                    route.failed = metrics.failed.labels(*labels)
+                    route.retried = metrics.retried.labels(*labels)
+                    route.duplicates = metrics.duplicates.labels(*labels)
+                    route.duration = metrics.handler_duration.labels(*labels)
+                    route.latency = metrics.latency.labels(*labels)
+                    route.dead = {reason: metrics.dead_lettered.labels(*labels, reason)
+                                  for reason in (H.REASON_MAX_RETRIES, H.REASON_POISON)}
+                routes[topic] = route
+                routes[routing_key] = route
+        return routes
+
+    # ------------------------------------------------------------------ called by workers
+
+    def complete(self, work: Work, outcome: Outcome, headers: dict[str, str] | None = None,
+                 delay: float = 0.0) -> None:
+        work.outcome = outcome
+        if headers is not None:
+            work.headers = headers
+        work.delay = delay
+        self.completions.append(work)
+        self.completed.set()
+
+    def failure_headers(self, work: Work, error: BaseException | str, reason: str | None,
+                        now: str | None = None) -> dict[str, str]:
+        delivery = work.delivery
+        stamp = now or H.now_text()
+        original = delivery.headers
+        result = {
+            H.ORIGINAL_TOPIC: original.get(H.ORIGINAL_TOPIC, delivery.topic),
+            H.ORIGINAL_PARTITION: original.get(H.ORIGINAL_PARTITION, str(delivery.partition)),
+            H.ORIGINAL_OFFSET: original.get(H.ORIGINAL_OFFSET, str(delivery.offset)),
+            H.GROUP: self.group.name,
+            H.ATTEMPT: str(work.failures),
+            H.ERROR_CLASS: error if isinstance(error, str) else H.error_class(error),
+            H.ERROR_MESSAGE: error if isinstance(error, str) else H.error_message(error),
+            H.FIRST_FAILURE: work.first_failure or stamp,
+            H.LAST_FAILURE: stamp,
+        }
+        if isinstance(error, str):
+            result[H.ERROR_CLASS] = "topo.runtime.UnknownTopic"
+        if reason is not None:
+            result[H.DEAD_LETTER_REASON] = reason
+        return result
+
+    # ------------------------------------------------------------------ AssignmentListener
+
+    def on_assigned(self, streams: Sequence[StreamId]) -> None:
+        for stream in streams:
+            self.generations[stream] = self.generations.get(stream, 0) + 1
+            self.in_flight_by_stream.setdefault(stream, 0)
+        if self.paused and self._consumer is not None:
+            self._consumer.pause(streams)  # newly assigned streams respect the current backpressure
+            self.paused.update(streams)
+        if self.state is not None and self._consumer is not None:
+            self.state.set_assignment(self.group.name, len(self._consumer.assignment()))
+        log.info("%s: assigned %s", self.group.name, ", ".join(f"{s}[{p}]" for s, p in streams))
+
+    def on_revoked(self, streams: Sequence[StreamId]) -> None:
+        self._give_up(streams, commit=True)
+        log.info("%s: revoked %s", self.group.name, ", ".join(f"{s}[{p}]" for s, p in streams))
+
+    def on_lost(self, streams: Sequence[StreamId]) -> None:
+        self._give_up(streams, commit=False)
+
+    def _give_up(self, streams: Sequence[StreamId], commit: bool) -> None:
+        """Finish (up to the shutdown deadline) what runs for `streams`, release the rest."""
+        for stream in streams:
+            self.generations[stream] = self.generations.get(stream, 0) + 1
+        for worker in self._workers:
+            worker.poke()
+        deadline = time.monotonic() + self.shutdown_timeout
+        while any(self.in_flight_by_stream.get(s, 0) for s in streams) and time.monotonic() < deadline:
+            self.completed.wait(0.01)
+            self._settle()
+        self._settle()
+        if commit and self._consumer is not None:
+            self._consumer.commit()
+        for stream in streams:
+            self.in_flight_by_stream.pop(stream, None)
+            self.paused.discard(stream)
+        if self.state is not None and self._consumer is not None:
+            self.state.set_assignment(self.group.name, max(0, len(self._consumer.assignment()) - len(streams)))
+
+    # ------------------------------------------------------------------ the loop
+
+    def stop(self) -> None:
+        """Ask the loop to drain and return (safe from signal handlers and other threads)."""
+        self._stop.set()
+        self.completed.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self, until: Callable[[], bool] | None = None, timeout: float | None = None) -> None:
+        """Consume until `stop()` (or `until()` is true, or `timeout` seconds), then drain:
+        stop fetching, let running handlers finish within `shutdown_timeout`, settle, commit,
+        and leave the group."""
+        options = ConsumeOptions(max_in_flight=self.high_water,
+                                 exactly_once=self.group.delivery is DeliveryMode.EXACTLY_ONCE
+                                 and self.transport.supports_exactly_once,
+                                 client_id=self.client_id)
+        consumer = self._consumer = self.transport.open_consumer(self.group, options)
+        self._workers = [Worker(self, index) for index in range(self.concurrency)]
+        for worker in self._workers:
+            worker.start()
+        ends = None if timeout is None else time.monotonic() + timeout
+        try:
+            consumer.subscribe(self)
+            if self.state is not None:
+                self.state.set_connected(True)
+            while not self._stop.is_set():
+                if until is not None and until():
+                    break
+                if ends is not None and time.monotonic() > ends:
+                    break
+                self._iterate(consumer)
+            self._drain(consumer)
+        except Exception as error:
+            if self.state is not None:
+                self.state.fail(f"{type(error).__name__}: {error}")
+            raise
+        finally:
+            if self.state is not None:
+                self.state.clear_assignment(self.group.name)
+                self.state.set_connected(False)
+            for worker in self._workers:
+                worker.stop()
+            try:
+                consumer.close()
+            finally:
+                self._consumer = None
+
+    def _iterate(self, consumer: ConsumerTransport) -> None:
+        progressed = self._settle()
+        room = self.high_water - self.in_flight
+        if room <= 0:
+            now = time.monotonic()
+            if self._saturated_since is None:
+                self._saturated_since = now
+            elif now - self._saturated_since >= PAUSE_AFTER and not self.paused:
+                self._pause_all(consumer)
+            self.completed.wait(BUSY_POLL)
+            self.completed.clear()
+            deliveries = consumer.poll(0, 0.0)  # serve the connection; nothing new is fetched
+        else:
+            self._saturated_since = None
+            if self.paused and self.in_flight <= self.low_water:
+                self._resume_all(consumer)
+            timeout = 0.0 if self.completions else (BUSY_POLL if self.in_flight else POLL_INTERVAL_MAX)
+            self.completed.clear()
+            deliveries = consumer.poll(min(room, MAX_BATCH), timeout)
+        if deliveries:
+            self._dispatch(deliveries)
+            progressed = True
+        if self.metrics is not None:
+            self._in_flight_gauge.set(self.in_flight)
+            if progressed:
+                self._progress_gauge.set(time.time())
+
+    def _dispatch(self, deliveries: Iterable[Delivery]) -> None:
+        workers = self._workers
+        count = len(workers)
+        batches: list[list[Work]] = [[] for _ in workers]
+        routes, generations, by_stream = self.routes, self.generations, self.in_flight_by_stream
+        for delivery in deliveries:
+            headers = delivery.headers
+            topic = headers.get(H.ORIGINAL_TOPIC, delivery.topic) if headers else delivery.topic
+            route = routes.get(topic)
+            stream = (delivery.source, delivery.partition)
+            key = delivery.key
+            work = Work(delivery=delivery, route=route, lane=(stream, key),
+                        generation=generations.get(stream, 0),
+                        failures=int(headers.get(H.ATTEMPT, 0)) if headers else 0,
+                        first_failure=headers.get(H.FIRST_FAILURE) if headers else None)
+            self.in_flight += 1
+            by_stream[stream] = by_stream.get(stream, 0) + 1
+            if route is None:
+                reason = f"topic or routing key {topic!r} is not subscribed by group {self.group.name}"
+                self.complete(work, Outcome.DEAD, self.failure_headers(work, reason, H.REASON_POISON))
+                continue
+            batches[hash(key) % count if key is not None else delivery.offset % count].append(work)
+        for worker, batch in zip(workers, batches, strict=True):
+            if batch:
+                worker.submit(batch)
+
+    def _settle(self) -> bool:
+        """Settle every finished piece of work on the transport; True if any was."""
+        completions = self.completions
+        if not completions:
+            return False
+        consumer = self._consumer
+        assert consumer is not None
+        acks: list[Delivery] = []
+        released: list[Delivery] = []
+        by_stream = self.in_flight_by_stream
+        settled = 0
+        while completions:
+            work = completions.popleft()
+            delivery = work.delivery
+            outcome = work.outcome
+            route = work.route
+            if outcome is Outcome.DONE:
+                acks.append(delivery)
+            elif outcome is Outcome.DUPLICATE:
+                acks.append(delivery)
+                if route is not None and route.duplicates is not None:
+                    route.duplicates.inc()
+            elif outcome is Outcome.RELEASE:
+                released.append(delivery)
+            else:
+                if acks:  # keep settling order per stream
+                    consumer.ack(acks)
+                    acks = []
+                assert work.headers is not None
+                if outcome is Outcome.RETRY:
+                    consumer.retry_later(delivery, work.delay, work.headers)
+                else:
+                    consumer.dead_letter(delivery, work.headers)
+                    reason = work.headers.get(H.DEAD_LETTER_REASON, H.REASON_POISON)
+                    if route is not None and route.dead:
+                        route.dead[reason].inc()
+                    log.error("%s: dead-lettered %s[%d]@%d (%s): %s", self.group.name, delivery.source,
+                              delivery.partition, delivery.offset, reason, work.headers.get(H.ERROR_MESSAGE))
+            settled += 1
+            stream = (delivery.source, delivery.partition)
+            if stream in by_stream:
+                by_stream[stream] -= 1
+        if acks:
+            consumer.ack(acks)
+        if released:
+            consumer.release(released)
+        self.in_flight -= settled
+        self.handled += settled
+        return True
+
+    def _pause_all(self, consumer: ConsumerTransport) -> None:
+        streams = [s for s in consumer.assignment() if s not in self.paused]
+        if streams:
+            consumer.pause(streams)
+            self.paused.update(streams)
+            if self.metrics is not None:
+                self._paused_gauge.set(len(self.paused))
+
+    def _resume_all(self, consumer: ConsumerTransport) -> None:
+        consumer.resume(list(self.paused))
+        self.paused.clear()
+        if self.metrics is not None:
+            self._paused_gauge.set(0)
+
+    def _drain(self, consumer: ConsumerTransport) -> None:
+        """Shutdown: no more fetching; finish running work within the deadline; release the rest."""
+        self.draining = True
+        if consumer.assignment():
+            self._pause_all(consumer)
+        for worker in self._workers:
+            worker.poke()  # in-place retries waiting for their timer are released now
+        deadline = time.monotonic() + self.shutdown_timeout
+        while self.in_flight > 0 and time.monotonic() < deadline:
+            self.completed.wait(BUSY_POLL)
+            self.completed.clear()
+            self._settle()
+            consumer.poll(0, 0.0)
+        if self.in_flight > 0:
+            log.warning("%s: %d events still running after the %.0fs shutdown deadline; they will be redelivered",
+                        self.group.name, self.in_flight, self.shutdown_timeout)
+            for stream in list(self.generations):
+                self.generations[stream] += 1
+            for worker in self._workers:
+                worker.poke()
+            time.sleep(BUSY_POLL)
+            self._settle()
+        consumer.commit()
+
+    @property
+    def paused_streams(self) -> frozenset[StreamId]:
+        return frozenset(self.paused)

@@ -1,0 +1,122 @@
+"""Handlers: what a consumer group runs for each event, and what it receives.
+
+A handler is a function `handler(event)` or `handler(event, context)`; `event` is the typed
+envelope (e.g. `BlockNewEvent`, with `.payload` a `BlockNew`). It succeeds by returning and fails
+by raising. Handlers are named in topology.yaml as `module:function` (per group, or per
+subscription) or registered in Python with `HandlerRegistry.handler(group, event=None)`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from topo.generator.model import ConsumerGroup
+
+Handler = Callable[..., Any]
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerContext:
+    """What a handler may want besides the event (only passed to two-argument handlers)."""
+
+    group: str
+    event_type: str
+    chain_id: int
+    topic: str  # Kafka topic / RabbitMQ routing key of the event
+    partition: int  # Kafka partition / RabbitMQ work-queue index
+    offset: int  # Kafka offset / RabbitMQ delivery tag
+    attempt: int  # 1 for the first attempt, 2 for the first retry, ...
+    # The processed-store transaction committed together with the dedup mark (SQLite store: a
+    # sqlite3.Connection inside BEGIN IMMEDIATE; memory store: None).
+    transaction: Any
+
+
+@dataclass(frozen=True, slots=True)
+class BoundHandler:
+    function: Handler
+    wants_context: bool
+    name: str
+
+
+class HandlerError(LookupError):
+    """A handler cannot be found or imported; the message names the group and the fix."""
+
+
+def import_handler(path: str) -> Handler:
+    """`package.module:function` (the attribute may be dotted: `module:Class.method`)."""
+    module_name, _, attribute = path.partition(":")
+    if not module_name or not attribute:
+        raise HandlerError(f"handler {path!r} must look like 'package.module:function'")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as error:
+        raise HandlerError(f"handler {path!r}: cannot import {module_name!r} ({error}); is it on PYTHONPATH?") from None
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise HandlerError(f"handler {path!r}: {module_name} has no attribute {attribute!r}") from None
+    if not callable(target):
+        raise HandlerError(f"handler {path!r} is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+def bind(function: Handler, name: str) -> BoundHandler:
+    try:
+        # Parameters with defaults are the handler's own business: only required ones count.
+        parameters = [p for p in inspect.signature(function).parameters.values()
+                      if (p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty)
+                      or p.kind is p.VAR_POSITIONAL]
+    except (TypeError, ValueError):  # builtins without a signature: assume event only
+        parameters = []
+    wants_context = len(parameters) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in parameters)
+    return BoundHandler(function=function, wants_context=wants_context, name=name)
+
+
+class HandlerRegistry:
+    """Handlers registered in Python; they take precedence over the topology's import paths at
+    the same level (per event type, then per group)."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[tuple[str, str | None], Handler] = {}
+
+    def register(self, group: str, function: Handler, event: str | None = None) -> None:
+        self._handlers[(group, event)] = function
+
+    def handler(self, group: str, event: str | None = None) -> Callable[[Handler], Handler]:
+        """Decorator: `@registry.handler("analytics", "block.new")` (event None: group default)."""
+
+        def decorate(function: Handler) -> Handler:
+            self.register(group, function, event)
+            return function
+
+        return decorate
+
+    def resolve(self, group: ConsumerGroup) -> dict[str, BoundHandler]:
+        """The handler of each subscribed event type of `group`; HandlerError if one is missing."""
+        resolved: dict[str, BoundHandler] = {}
+        missing: list[str] = []
+        for subscription in group.subscriptions:
+            function: Handler | None = self._handlers.get((group.name, subscription.event))
+            name = getattr(function, "__qualname__", repr(function))
+            if function is None and subscription.handler:
+                function, name = import_handler(subscription.handler), subscription.handler
+            if function is None:
+                function = self._handlers.get((group.name, None))
+                name = getattr(function, "__qualname__", repr(function))
+            if function is None and group.handler:
+                function, name = import_handler(group.handler), group.handler
+            if function is None:
+                missing.append(subscription.event)
+                continue
+            resolved[subscription.event] = bind(function, name)
+        if missing:
+            raise HandlerError(
+                f"consumer group {group.name!r} has no handler for {', '.join(missing)}: set "
+                f"`consumer_groups.{group.name}.handler: module:function` in topology.yaml (or `handler:` on the "
+                "subscription), or register one in Python")
+        return resolved

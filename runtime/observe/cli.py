@@ -1,0 +1,205 @@
+"""`topo lag` (one-shot table or JSON) and `topo monitor` (long-running lag exporter)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+from prometheus_client import CollectorRegistry
+from rich.console import Console
+from rich.table import Table
+
+from topo.generator.model import BrokerKind, Topology
+from topo.runtime.observe.exporter import LagCollector
+from topo.runtime.observe.health import Verdict
+from topo.runtime.observe.lag import LagError, Snapshot, open_reader, select_groups
+from topo.runtime.observe.server import ObservabilityServer
+from topo.runtime.observe.status import ProgressTracker
+
+log = logging.getLogger("topo.observe")
+
+DEFAULT_MONITOR_PORT = 9400
+DEFAULT_INTERVAL = 15.0
+
+
+def load(path: Path) -> Topology:
+    """A topology.yaml (validated) or a compiled generated/topology.json."""
+    if path.suffix == ".json":
+        return Topology.model_validate_json(path.read_text())
+    from topo.generator.load import load_topology
+
+    return load_topology(path)
+
+
+def _topology(path: Path, groups: tuple[str, ...]) -> Topology:
+    try:
+        topology = load(path)
+        select_groups(topology, groups)
+    except KeyError as exc:
+        raise click.BadParameter(str(exc.args[0]), param_hint="--group") from exc
+    except Exception as exc:
+        raise click.ClickException(f"{path}: {exc}") from exc
+    return topology
+
+
+topology_option = click.option(
+    "-t", "--topology", "topology_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default="topology.yaml", envvar="TOPO_TOPOLOGY", show_default=True,
+    help="topology.yaml, or a compiled generated/topology.json.")
+group_option = click.option("-g", "--group", "groups", multiple=True, metavar="NAME",
+                            help="Only this consumer group (repeatable). Default: every group.")
+broker_option = click.option("--broker", type=click.Choice([b.value for b in BrokerKind]), default=None,
+                             help="Broker to read. Default: the topology's broker.kind.")
+
+
+def _fmt_seconds(value: float | None) -> str:
+    return "?" if value is None else f"{value:.1f}"
+
+
+def snapshot_json(snapshot: Snapshot) -> dict[str, Any]:
+    return {"taken_at": snapshot.taken_at, "broker": snapshot.broker,
+            "groups": [{**asdict(g), "sum_lag": g.sum_lag, "max_lag": g.max_lag,
+                        "max_lag_seconds": g.max_lag_seconds} for g in snapshot.groups]}
+
+
+def render_table(snapshot: Snapshot, console: Console) -> None:
+    kafka = snapshot.broker == BrokerKind.KAFKA.value
+    table = Table(title=f"consumer lag ({snapshot.broker})", show_lines=False)
+    columns = (["GROUP", "TOPIC", "PARTITION", "EVENT", "CHAIN", "COMMITTED", "END", "LAG", "LAG_S"] if kafka
+               else ["GROUP", "QUEUE", "KIND", "READY", "UNACKED", "CONSUMERS", "LAG", "LAG_S"])
+    numeric = {"PARTITION", "COMMITTED", "END", "LAG", "LAG_S", "READY", "UNACKED", "CONSUMERS"}
+    for column in columns:
+        table.add_column(column, justify="right" if column in numeric else "left")
+    for group in snapshot.groups:
+        for s in group.streams:
+            if kafka:
+                table.add_row(group.group, s.topic, str(s.partition), s.event_type or s.kind, s.chain_id,
+                              "-" if s.position is None else str(s.position), str(s.end), str(s.lag),
+                              _fmt_seconds(s.lag_seconds))
+            else:
+                table.add_row(group.group, s.topic, s.kind, str(s.ready), str(s.unacked), str(s.consumers),
+                              str(s.lag), _fmt_seconds(s.lag_seconds))
+    console.print(table)
+    for group in snapshot.groups:
+        state = f", state {group.state}" if group.state else ""
+        console.print(f"{group.group}: lag {group.sum_lag} (max {group.max_lag}, oldest "
+                      f"{_fmt_seconds(group.max_lag_seconds)}s), {group.members} members{state}, "
+                      f"{group.dead_letters} dead letters in {group.dead_letter_destination}", highlight=False)
+        if group.missing:
+            console.print(f"  missing on the broker: {', '.join(group.missing)} (run `topo apply`)",
+                          style="yellow", highlight=False)
+
+
+@click.command()
+@topology_option
+@group_option
+@broker_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def lag(topology_path: Path, groups: tuple[str, ...], broker: str | None, as_json: bool) -> None:
+    """Consumer lag per group, topic/queue and partition, read from the broker."""
+    topology = _topology(topology_path, groups)
+    reader = open_reader(topology, BrokerKind(broker) if broker else None)
+    try:
+        snapshot = reader.read(select_groups(topology, groups))
+    except LagError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        reader.close()
+    if as_json:
+        click.echo(json.dumps(snapshot_json(snapshot), indent=2, sort_keys=True))
+    else:
+        render_table(snapshot, Console(width=200))
+
+
+class Monitor:
+    """Polls the broker every `interval` seconds into a LagCollector until stopped."""
+
+    def __init__(self, topology: Topology, groups: tuple[str, ...], broker: BrokerKind | None,
+                 interval: float) -> None:
+        self.topology = topology
+        self.groups = select_groups(topology, groups)
+        self.reader = open_reader(topology, broker)
+        self.tracker = ProgressTracker(topology)
+        self.collector = LagCollector(topology.name)
+        self.interval = interval
+        self.stopping = threading.Event()
+        self.polled = threading.Event()
+
+    def poll_once(self) -> None:
+        started = time.monotonic()
+        try:
+            snapshot = self.reader.read(self.groups)
+        except LagError as exc:
+            log.error("%s", exc)
+            self.collector.failed(time.time())
+            return
+        statuses = self.tracker.observe(snapshot)
+        self.collector.update(snapshot, statuses, time.monotonic() - started)
+        self.polled.set()
+        for status in statuses.values():
+            if status.label != "ok":
+                log.warning("group %s is %s: %s", status.group, status.label, status.detail)
+
+    def run(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                started = time.monotonic()
+                self.poll_once()
+                self.stopping.wait(max(0.0, self.interval - (time.monotonic() - started)))
+        finally:
+            self.reader.close()
+
+    def readiness(self) -> Verdict:
+        ok = self.polled.is_set()
+        return Verdict(ok, () if ok else ("no successful poll of the broker yet",), {})
+
+    def liveness(self) -> Verdict:
+        up, last = self.collector.healthy_since()
+        # Unhealthy only after polls kept failing for three intervals: one broker hiccup is not a restart.
+        stale = time.time() - last if last else 0.0
+        ok = up or stale < 3 * self.interval or not self.polled.is_set()
+        reasons = () if ok else (f"polls of the broker failing for {stale:.0f}s",)
+        return Verdict(ok, reasons, {"up": up, "seconds_since_last_poll": stale})
+
+
+@click.command()
+@topology_option
+@group_option
+@broker_option
+@click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_MONITOR_PORT, show_default=True,
+              help="Port of /metrics, /healthz and /readyz (0: any free port, logged).")
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=DEFAULT_INTERVAL, show_default=True,
+              help="Seconds between polls of the broker.")
+def monitor(topology_path: Path, groups: tuple[str, ...], broker: str | None, port: int, host: str,
+            interval: float) -> None:
+    """Long-running lag exporter: lag, slow and stalled consumers, dead letters, as Prometheus metrics."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    topology = _topology(topology_path, groups)
+    runner = Monitor(topology, groups, BrokerKind(broker) if broker else None, interval)
+    registry = CollectorRegistry()
+    registry.register(runner.collector)
+    server = ObservabilityServer(registry, ready=runner.readiness, healthy=runner.liveness, host=host, port=port)
+    try:
+        server.start()
+    except OSError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"topo monitor: serving {server.url}/metrics, polling every {interval:g}s", err=True)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        runner.stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        runner.run()
+    finally:
+        server.stop()

@@ -1,0 +1,173 @@
+"""Publishing typed events: validate, wrap in the standard envelope, route, hand to a transport."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ValidationError
+
+from topo.generator.model import EventTopic, Topology
+from topo.runtime.events import EventClasses, key_attribute
+from topo.runtime.metrics import RuntimeMetrics
+from topo.runtime.transport.base import DeliveryReport, PublisherTransport
+
+
+class PublishError(ValueError):
+    """The event cannot be published as given; nothing was sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    event: str
+    topics: Mapping[int, EventTopic]  # chain id -> topic
+    key_attribute: str
+    version: str
+    prefix: bytes  # '{"event_type":"...","event_id":"' : the constant head of the envelope
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """What `publish` sent: the envelope's identity and where it went."""
+
+    event_id: UUID
+    event_type: str
+    chain_id: int
+    key: str
+    topic: EventTopic
+
+
+def utc_timestamp(now: float) -> str:
+    """RFC 3339 UTC with microseconds, e.g. 2024-01-01T00:00:00.000000Z."""
+    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Publisher:
+    """Publishes payload instances of the generated classes.
+
+    `publish(payload)` validates the event type and chain against the topology, builds the
+    envelope (uuid4 `event_id`, UTC `timestamp`, `metadata.producer`/`version`), and queues it on
+    `{event_type}.{chain_id}` keyed by the event's declared key field. Sending is asynchronous:
+    pass `on_delivery` to learn each outcome, and call `flush()` to wait for all of them.
+    Thread-safe.
+    """
+
+    def __init__(self, topology: Topology, classes: EventClasses, transport: PublisherTransport, producer: str,
+                 metrics: RuntimeMetrics | None = None) -> None:
+        self.topology = topology
+        self.classes = classes
+        self.transport = transport
+        self.producer = producer
+        self.metrics = metrics
+        self._lock = threading.RLock()  # a delivery callback may publish again
+        self._metadata = json.dumps({"producer": producer}, separators=(",", ":"))[:-1]
+        self._routes: dict[str, Route] = {}
+        for event in topology.events:
+            payload_class = classes.payloads[event.name]
+            head = json.dumps({"event_type": event.name}, separators=(",", ":"))[:-1]
+            self._routes[event.name] = Route(
+                event=event.name,
+                topics={topic.chain_id: topic for topic in event.topics},
+                key_attribute=key_attribute(payload_class, event.key),
+                version=json.dumps(event.version),
+                prefix=(head + ',"event_id":"').encode(),
+            )
+        self._published: dict[tuple[str, int], Any] = {}
+        self._failed: dict[tuple[str, int], Any] = {}
+        if metrics is not None:
+            metrics.init_publisher()
+            for event in topology.events:
+                for topic in event.topics:
+                    labels = (event.name, str(topic.chain_id))
+                    self._published[(event.name, topic.chain_id)] = metrics.published.labels(*labels)
+                    self._failed[(event.name, topic.chain_id)] = metrics.publish_failed.labels(*labels)
+
+    def publish(self, payload: BaseModel | Mapping[str, Any], chain_id: int | None = None, *,
+                event_type: str | None = None, event_id: UUID | None = None,
+                on_delivery: Callable[[DeliveryReport], None] | None = None) -> Published:
+        """Publish one event. `payload` is an instance of a generated payload class, or a mapping
+        together with `event_type`. `chain_id` defaults to the payload's; when given it must
+        match. Raises PublishError (nothing sent) for an undeclared event type, a chain the
+        event is not declared on, or an invalid payload."""
+        payload = self._payload(payload, event_type)
+        kind = type(payload).EVENT_TYPE  # type: ignore[attr-defined]
+        route = self._routes[kind]
+        payload_chain: int = payload.chain_id  # type: ignore[attr-defined]
+        if chain_id is not None and chain_id != payload_chain:
+            raise PublishError(f"{kind}: chain_id={chain_id} differs from the payload's chain_id={payload_chain}")
+        topic = route.topics.get(payload_chain)
+        if topic is None:
+            raise PublishError(f"{kind} is not declared on chain {payload_chain}; declared chains: "
+                               f"{', '.join(str(c) for c in route.topics)} (see topology.yaml `chains`)")
+        key_value = getattr(payload, route.key_attribute)
+        key = "" if key_value is None else str(key_value)
+        identity = event_id or uuid.uuid4()
+        body = b"".join((
+            route.prefix, str(identity).encode(), b'","timestamp":"', utc_timestamp(time.time()).encode(),
+            b'","chain_id":', str(payload_chain).encode(), b',"payload":', payload.model_dump_json().encode(),
+            b',"metadata":', self._metadata.encode(), b',"version":', route.version.encode(), b"}}",
+        ))
+        callback = self._callback(kind, payload_chain, on_delivery)
+        with self._lock:
+            self.transport.publish(topic, key, body, None, callback)
+        return Published(event_id=identity, event_type=kind, chain_id=payload_chain, key=key, topic=topic)
+
+    def _payload(self, payload: BaseModel | Mapping[str, Any], event_type: str | None) -> BaseModel:
+        if isinstance(payload, BaseModel):
+            try:
+                kind = self.classes.event_type_of(payload)
+            except TypeError as error:
+                raise PublishError(str(error)) from None
+            if event_type is not None and event_type != kind:
+                raise PublishError(f"event_type={event_type!r} but the payload is a {kind} payload")
+            if kind not in self._routes:
+                raise PublishError(f"event type {kind!r} is not declared in topology {self.topology.name}")
+            return payload
+        if event_type is None:
+            raise PublishError("a payload given as a mapping needs event_type=...")
+        payload_class = self.classes.payloads.get(event_type)
+        if payload_class is None or event_type not in self._routes:
+            raise PublishError(f"undeclared event type {event_type!r}; declared: {', '.join(sorted(self._routes))}")
+        try:
+            return payload_class.model_validate(payload)
+        except ValidationError as error:
+            raise PublishError(f"invalid {event_type} payload: {error}") from None
+
+    def _callback(self, kind: str, chain: int, user: Callable[[DeliveryReport], None] | None
+                  ) -> Callable[[DeliveryReport], None] | None:
+        if self.metrics is None:
+            return user
+        published, failed = self._published[(kind, chain)], self._failed[(kind, chain)]
+
+        def report(outcome: DeliveryReport) -> None:
+            (published if outcome.error is None else failed).inc()
+            if user is not None:
+                user(outcome)
+
+        return report
+
+    def poll(self, timeout: float = 0.0) -> int:
+        with self._lock:
+            return self.transport.poll(timeout)
+
+    def flush(self, timeout: float = 30.0) -> int:
+        """Wait for every delivery report; returns how many are still outstanding."""
+        with self._lock:
+            return self.transport.flush(timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        with self._lock:
+            self.transport.close(timeout)
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,82 @@
+"""The conformance suite's fixtures: one `bus` per test, on each transport in TRANSPORTS.
+
+Adding a broker is one entry in TRANSPORTS plus, in `provision`, how its plumbing is created
+(RabbitMQ: `topo.runtime.transport.rabbitmq.provision(topology)` when that module provides it).
+Subprocess tests (`topo run` processes) skip the in-memory transport.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from topologies import Bus, compile_topology, delete_kafka, document, provision_kafka
+
+TRANSPORTS = ("memory", "kafka", "rabbitmq")
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def make_bus(transport_kind: str, request: pytest.FixtureRequest, tmp_path: Path,
+             monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Bus]]:
+    """Factory: `make_bus(**document_options, groups=None)` -> a compiled, provisioned topology
+    with a unique name (every topic, queue and group name starts with it)."""
+    cleanups: list[Callable[[], None]] = []
+    made: list[Bus] = []
+
+    def build(groups: dict[str, Any] | None = None, **options: Any) -> Bus:
+        name = f"rt{uuid.uuid4().hex[:8]}"
+        doc = document(name, **options)
+        doc["naming"] = {"topic": "{topology}.{event_type}.{chain_id}"}
+        for group, settings in (groups or {}).items():
+            doc["consumer_groups"].setdefault(group, {}).update(settings)
+        out = tmp_path / name
+        topology = compile_topology(doc, out)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(REPO)])}
+        if transport_kind == "kafka":
+            bootstrap = request.getfixturevalue("kafka_bootstrap")
+            monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", bootstrap)
+            env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
+            names = provision_kafka(topology, bootstrap)
+            cleanups.append(lambda: delete_kafka(names, bootstrap))
+        elif transport_kind == "rabbitmq":
+            vhost = request.getfixturevalue("rabbit_vhost")
+            monkeypatch.setenv("RABBITMQ_URL", vhost.url)
+            env["RABBITMQ_URL"] = vhost.url
+            try:
+                module = importlib.import_module("topo.runtime.transport.rabbitmq")
+            except ImportError:
+                pytest.skip("the RabbitMQ transport (runtime/transport/rabbitmq.py) is not there yet")
+            provision = getattr(module, "provision", None)
+            if provision is None:
+                pytest.skip("topo.runtime.transport.rabbitmq has no provision(topology) yet")
+            provision(topology)
+        bus = Bus(transport_kind, topology, out, env)
+        made.append(bus)
+        return bus
+
+    yield build
+    for bus in made:
+        for runtime in bus.runtimes:
+            runtime.close()
+    for cleanup in cleanups:
+        cleanup()
+
+
+@pytest.fixture
+def needs_processes(transport_kind: str) -> None:
+    if transport_kind == "memory":
+        pytest.skip("the in-memory transport lives in one process")

@@ -1,0 +1,112 @@
+"""Test topologies and provisioning for the runtime conformance suite (no pytest imports here:
+subprocess consumers import it too)."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from topo.generator.emit import emit_all
+from topo.generator.model import Topology
+from topo.generator.resolve import resolve
+from topo.runtime.app import Runtime
+
+HANDLERS_DIR = Path(__file__).resolve().parent
+
+
+def document(name: str, retry_initial: str = "1s", partitions: int = 3) -> dict[str, Any]:
+    """Two chains, an ordered event keyed by sender, an unordered one, and three groups."""
+    return {
+        "version": 1,
+        "name": name,
+        "broker": {"kind": "kafka", "kafka": {"partitions": partitions, "replication_factor": 1},
+                   "rabbitmq": {"exchange": f"{name}.events", "partitions": partitions}},
+        "chains": {1: {"name": "ethereum"}, 138: {"name": "meta"}},
+        "defaults": {"retry": {"max_retries": 3, "backoff": "exponential", "initial": retry_initial,
+                               "multiplier": 2, "max": "1m"}},
+        "events": {
+            "tx.seen": {"producers": ["indexer"], "key": "sender", "ordered": True,
+                        "payload": {"sender": "string", "seq": {"type": "integer", "minimum": 0},
+                                    "note": {"type": "string", "required": False}}},
+            "token.moved": {"producers": ["indexer"], "key": "token", "ordered": False,
+                            "payload": {"token": "string", "seq": {"type": "integer", "minimum": 0},
+                                        "note": {"type": "string", "required": False}}},
+        },
+        "consumer_groups": {
+            "alpha": {"subscribes": ["tx.seen", "token.moved"], "max_in_flight": 64},
+            "beta": {"subscribes": ["tx.seen"]},
+            "gamma": {"subscribes": ["token.moved"]},
+        },
+    }
+
+
+def compile_topology(doc: dict[str, Any], out: Path) -> Topology:
+    topology = resolve(doc)
+    for relative, text in emit_all(topology).items():
+        target = out / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    if str(HANDLERS_DIR) not in sys.path:
+        sys.path.insert(0, str(HANDLERS_DIR))
+    return topology
+
+
+def kafka_topic_names(topology: Topology) -> dict[str, int]:
+    names = {t.topic: e.kafka.partitions for e in topology.events for t in e.topics}
+    for group in topology.groups:
+        for retry in group.kafka.retry_topics:
+            names[retry.name] = 1
+        names[group.kafka.dlq_topic] = 1
+    return names
+
+
+def provision_kafka(topology: Topology, bootstrap: str) -> list[str]:
+    """Create every topic the topology needs; returns their names (for deletion)."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    wanted = kafka_topic_names(topology)
+    futures = admin.create_topics([NewTopic(name, num_partitions=count, replication_factor=1)
+                                   for name, count in wanted.items()], operation_timeout=30)
+    for future in futures.values():
+        future.result(timeout=60)
+    return sorted(wanted)
+
+
+def delete_kafka(names: list[str], bootstrap: str) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.delete_topics(names, operation_timeout=30).values():
+        with contextlib.suppress(Exception):  # already gone: fine for teardown
+            future.result(timeout=60)
+
+
+@dataclass
+class Bus:
+    kind: str
+    topology: Topology
+    generated: Path
+    env: dict[str, str]  # environment for `topo run` subprocesses
+    runtimes: list[Runtime] = field(default_factory=list)
+    shared: Any = None  # memory: the one transport every runtime of the test shares
+
+    def runtime(self, **options: Any) -> Runtime:
+        if self.kind == "memory":
+            from topo.runtime.events import EventClasses
+            from topo.runtime.transport.memory import MemoryTransport
+
+            if self.shared is None:
+                self.shared = MemoryTransport(self.topology)
+            made = Runtime(self.topology, EventClasses.load(self.topology, self.generated), self.shared, **options)
+        else:
+            made = Runtime.from_generated(self.generated, broker=self.kind, **options)
+        self.runtimes.append(made)
+        return made
+
+    @property
+    def topology_file(self) -> Path:
+        return self.generated / "topology.json"
