@@ -40,6 +40,7 @@ from topo.generator.interpolate import expand
 from topo.generator.model import Topology
 from topo.generator.resolve import resolve
 from topo.runtime.app import Runtime
+from topo.runtime.consumer import GroupRunner
 from topo.runtime.transport.kafka import PRODUCER_TUNING
 
 PAYLOAD = {"token_address": "0x" + "1" * 40, "from_address": "0x" + "2" * 40, "to_address": "0x" + "3" * 40,
@@ -110,9 +111,12 @@ class RawKafka(Side):
         self.producer.poll(0)
 
     def publish(self, count: int) -> float:
+        payloads = [payload_dict(i) for i in range(count)]  # built up front on both sides
         started = time.perf_counter()
-        for index in range(count):
-            self._send(index)
+        for payload in payloads:
+            self.producer.produce(self.topic, raw_envelope(payload, time.time()), payload["token_address"].encode(),
+                                  on_delivery=self._report)
+            self.producer.poll(0)
         self.producer.flush(120)
         return count / (time.perf_counter() - started)
 
@@ -122,11 +126,18 @@ class RawKafka(Side):
         consumer.subscribe([self.topic])
         return consumer
 
+    @staticmethod
+    def _batch(consumer: Consumer, timeout: float) -> list[Any]:
+        # The same fetch pattern as the runtime: first message as soon as it is there, then the
+        # rest of what is already fetched.
+        first = consumer.poll(timeout)
+        return [] if first is None else [first, *consumer.consume(499, 0)]
+
     def consume(self, count: int) -> float:
         consumer = self._consumer(f"raw-{uuid.uuid4().hex[:6]}")
         seen, started = 0, None
         while seen < count:
-            batch = consumer.consume(500, 0.5)
+            batch = self._batch(consumer, 0.5)
             for message in batch:
                 if message.error() is None:
                     json.loads(message.value())
@@ -146,7 +157,7 @@ class RawKafka(Side):
 
         def read() -> None:
             while len(samples) < total:
-                batch = consumer.consume(500, 0.1)
+                batch = self._batch(consumer, 0.1)
                 ready.set()
                 for message in batch:
                     if message.error() is None:
@@ -168,10 +179,12 @@ class RawKafka(Side):
 
 
 class RuntimeKafka(Side):
-    def __init__(self, topology: Topology, folder: Path) -> None:
+    def __init__(self, topology: Topology, folder: Path, concurrency: int) -> None:
+        self.concurrency = concurrency
         self.runtime = Runtime.from_generated(folder, broker="kafka", producer="indexer")
         self.module = self.runtime.classes.module
         self.publisher = self.runtime.publisher()
+        self.runner: GroupRunner | None = None
 
     def _send(self, index: int) -> None:
         self.publisher.publish(self.module.TokenTransfer(**payload_dict(index)))
@@ -187,7 +200,7 @@ class RuntimeKafka(Side):
     def _run(self, handler: Callable[[Any], None], done: Callable[[], bool], timeout: float) -> threading.Thread:
         self.runtime.registry = type(self.runtime.registry)()
         self.runtime.register("bench", handler)
-        runner = self.runtime.runner("bench", concurrency=4)
+        runner = self.runner = self.runtime.runner("bench", concurrency=self.concurrency)
         thread = threading.Thread(target=runner.run, kwargs={"until": done, "timeout": timeout}, daemon=True)
         thread.start()
         return thread
@@ -208,16 +221,25 @@ class RuntimeKafka(Side):
     def latency(self, rate: int, seconds: float) -> list[float]:
         samples: list[float] = []
         total = int(rate * seconds)
-        joined = threading.Event()
 
         def handle(event: Any) -> None:
-            joined.set()
             if event.payload.log_index >= 10**9:
                 samples.append(time.time() - event.timestamp.timestamp())
 
-        thread = self._run(handle, lambda: len(samples) >= total, seconds + 60)
-        joined.wait(60)  # the group has caught up with the throughput run's events
-        time.sleep(1)
+        thread = self._run(handle, lambda: len(samples) >= total, seconds + 90)
+        deadline = time.monotonic() + 60
+        # The group re-forms after the consume run: start the clock once this member owns every
+        # partition and the assignment has been stable for a while.
+        stable_since = None
+        while time.monotonic() < deadline:
+            owned = len(self.runner.generations) if self.runner else 0
+            if owned >= 3:
+                stable_since = stable_since or time.monotonic()
+                if time.monotonic() - stable_since > 2:
+                    break
+            else:
+                stable_since = None
+            time.sleep(0.05)
         paced(rate, total, lambda i: self._send(10**9 + i))
         self.publisher.flush(30)
         thread.join(seconds + 60)
@@ -238,7 +260,7 @@ def percentile(samples: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
 
 
-def bench_kafka(events: int, rate: int, seconds: float) -> list[tuple[str, str, str, str, str]]:
+def bench_kafka(events: int, rate: int, seconds: float, concurrency: int) -> list[tuple[str, str, str, str, str]]:
     bootstrap = expand("${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}")
     admin = AdminClient({"bootstrap.servers": bootstrap})
     tag = uuid.uuid4().hex[:6]
@@ -249,7 +271,7 @@ def bench_kafka(events: int, rate: int, seconds: float) -> list[tuple[str, str, 
         for future in admin.create_topics(created, operation_timeout=30).values():
             future.result(60)
         try:
-            raw, ours = RawKafka(raw_topology, bootstrap), RuntimeKafka(topo_topology, Path(temp) / "topo")
+            raw, ours = RawKafka(raw_topology, bootstrap), RuntimeKafka(topo_topology, Path(temp) / "topo", concurrency)
             raw.publish(200)  # warm-up: metadata and idempotent producer ids before the clock runs
             ours.publish(200)
             raw_pub, topo_pub = raw.publish(events), ours.publish(events)
@@ -277,9 +299,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--events", type=int, default=50000)
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=1,
+                        help="runtime worker threads (the raw loop has one; the no-op handler is CPU-bound)")
     options = parser.parse_args(argv)
     rows = [("measure", "raw client", "topo runtime", "ratio", "target")]
-    rows += bench_kafka(options.events, options.rate, options.seconds)
+    rows += bench_kafka(options.events, options.rate, options.seconds, options.concurrency)
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     for index, row in enumerate(rows):
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))

@@ -17,7 +17,8 @@ from topo.generator.model import Topology
 from topo.generator.pipeline import OutputError, build, guard, write
 from topo.generator.pipeline import compare as compare_output
 
-FILE_ARGUMENT = click.argument("file", default="topology.yaml", type=click.Path(dir_okay=False, path_type=Path))
+# No existence check here: an unreadable file is reported as a diagnostic, with exit status 1.
+FILE_ARGUMENT = click.argument("file", default="topology.yaml", type=click.Path(path_type=Path))
 
 
 def report(diagnostics: list[Diagnostic]) -> None:

@@ -8,7 +8,6 @@ reports every error; the resolver (`topo.generator.resolve`) relies on a documen
 from __future__ import annotations
 
 import difflib
-import keyword
 import os
 import re
 import string
@@ -17,11 +16,12 @@ from functools import cache
 from typing import Annotated, Any
 
 import jsonschema
-from pydantic import BaseModel, StringConstraints, TypeAdapter
+from pydantic import StringConstraints, TypeAdapter
 
 from topo.generator import interpolate
 from topo.generator.diagnostics import Diagnostic, Severity, ordered
 from topo.generator.durations import format_duration
+from topo.generator.emit.fieldtypes import python_name
 from topo.generator.load import Document, NodePath, Span
 from topo.generator.resolve import (
     CHAIN_ID,
@@ -51,8 +51,6 @@ RABBIT_DEFAULTS = {
 BAD_VALUE_ERRORS = (ValueError, TypeError, KeyError, AttributeError, ArithmeticError)
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI")
-# Attribute names of a pydantic model that a payload field would shadow.
-PYDANTIC_RESERVED = frozenset(name for name in dir(BaseModel) if not name.startswith("_"))
 
 NUMERIC_TYPES = ("integer", "number")
 LENGTH_TYPES = ("string", "hex", "array")
@@ -254,7 +252,9 @@ class _Checker:
         self.check_defaults()
         templates = self.check_naming(chains)
         self.check_derived_names(events, chains, templates)
-        self.check_usage(events)
+        if not any(d.is_error for d in self.diagnostics):
+            # Who consumes what is only worth a warning once the groups themselves are valid.
+            self.check_usage(events)
 
     # -- schema ----------------------------------------------------------------------------------
 
@@ -288,14 +288,19 @@ class _Checker:
             for extra in instance:
                 if extra not in known:
                     hint = _suggest(str(extra), known) or (f"valid keys here: {', '.join(known)}" if known else None)
-                    self.error((*path, str(extra)), f"unknown key `{extra}` in {where}", hint, key=True)
+                    place = f"in {where}" if path else "at the top level"
+                    self.error((*path, str(extra)), f"unknown key `{extra}` {place}", hint, key=True)
         elif kind == "required":
             properties = schema.get("properties", {})
+            unknown = [str(key) for key in instance if key not in properties]
             for missing in error.validator_value:
-                if missing not in instance:
-                    hint = properties.get(missing, {}).get("description")
-                    self.error(path, f"{where} is missing the required key `{missing}`",
-                               f"add `{missing}:`" + (f" ({hint})" if hint else ""), key=True)
+                if missing in instance:
+                    continue
+                if difflib.get_close_matches(missing, unknown, n=1, cutoff=0.6):
+                    continue  # a misspelling of it: reported once, as an unknown key with "did you mean"
+                hint = properties.get(missing, {}).get("description")
+                self.error(path, f"{where} is missing the required key `{missing}`",
+                           f"add `{missing}:`" + (f" ({hint})" if hint else ""), key=True)
         elif kind in ("oneOf", "anyOf"):
             self.choice_error(error, path, where)
         elif kind == "type":
@@ -484,6 +489,13 @@ class _Checker:
         payload = self.mapping((*path, "payload"))
         for field_name, spec in payload.items():
             self.check_field((*path, "payload", field_name), field_name, spec)
+            # `from` becomes the attribute `from_` (the JSON name stays its alias): it must not collide.
+            attribute = python_name(field_name)
+            if attribute != field_name and attribute in payload:
+                self.error((*path, "payload", field_name),
+                           f"payload field `{field_name}` is a Python keyword or pydantic attribute, so its "
+                           f"generated attribute is `{attribute}`, which is also a field of this payload",
+                           f"rename `{attribute}`", key=True)
         self.check_key(name, event, payload)
         self.check_configs(path)
 
@@ -520,14 +532,6 @@ class _Checker:
                            "add the chain to the event's `chains` or drop it here")
 
     def check_field(self, path: NodePath, name: str, spec: Any) -> None:
-        if keyword.iskeyword(name):
-            self.error(path, f"payload field `{name}` is a Python keyword; the generated class could not have it",
-                       f"rename it, e.g. `{name}_address`" if name == "from" else f"rename it, e.g. `{name}_value`",
-                       key=True)
-        elif name in PYDANTIC_RESERVED or name.startswith("model_"):
-            self.error(path, f"payload field `{name}` would shadow the pydantic BaseModel attribute of that name",
-                       "rename it; names starting with `model_` and "
-                       "copy, dict, json, schema, validate, construct... are reserved", key=True)
         if isinstance(spec, str) or not isinstance(spec, dict):
             if name == CHAIN_ID and isinstance(spec, str) and spec != "integer":
                 self.error(path, "`chain_id` is the event's chain id and must be of type integer",

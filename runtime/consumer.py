@@ -123,7 +123,6 @@ class Worker(threading.Thread):
             self.wakeup.notify()
 
     def run(self) -> None:
-        runner = self.runner
         while True:
             with self.wakeup:
                 while not (self.inbox or self.sweep or self.stopping or self._due()):
@@ -133,18 +132,30 @@ class Worker(threading.Thread):
                 batch = list(self.inbox)
                 self.inbox.clear()
                 sweep, self.sweep = self.sweep, False
-            self.busy = True
-            for work in batch:
-                if work.generation != runner.generations.get(work.delivery.stream):
-                    runner.complete(work, Outcome.RELEASE)
-                elif work.lane in self.blocked:
-                    self.blocked[work.lane].append(work)  # behind its key's retrying event
-                else:
-                    self.attempt(work)
+            self.process(batch, sweep)
+
+    def process(self, batch: Iterable[Work], sweep: bool = False) -> None:
+        """Handle `batch` in order, fire due in-place retries, and (sweep) release parked work
+        that is stale or, while draining, any. Runs on this worker's thread, or on the loop
+        thread for an inline runner (concurrency 0)."""
+        runner = self.runner
+        self.busy = True
+        generations = runner.generations
+        blocked = self.blocked
+        for work in batch:
+            if work.generation != generations.get(work.lane[0]):
+                runner.complete(work, Outcome.RELEASE)
+            elif work.lane in blocked:
+                blocked[work.lane].append(work)  # behind its key's retrying event
+            else:
+                self.attempt(work)
+        if self.timers:
             self._fire_due()
-            if sweep:
-                self._sweep()
-            self.busy = False
+        if sweep:
+            self._sweep()
+        self.busy = False
+        if runner.completions and not runner.completed.is_set():
+            runner.completed.set()
 
     def _due(self) -> bool:
         return bool(self.timers) and self.timers[0][0] <= time.monotonic()
@@ -197,15 +208,16 @@ class Worker(threading.Thread):
             except (ValidationError, ValueError) as error:
                 runner.complete(work, Outcome.DEAD, runner.failure_headers(work, error, H.REASON_POISON))
                 return True
-        event_id = str(envelope.event_id)  # type: ignore[attr-defined]
-        store = runner.store
-        if store.is_processed(event_id):
+        plain = runner.plain_store
+        # The in-memory store keys on the UUID itself (hashable; formatting it costs more).
+        event_id = envelope.event_id if plain is not None else str(envelope.event_id)  # type: ignore[attr-defined]
+        if (plain or runner.store).is_processed(event_id):
             runner.complete(work, Outcome.DUPLICATE)
             return True
         handler = route.handler
         started = time.perf_counter()
         try:
-            if runner.plain_store is not None:  # in-memory dedup: no transaction to share
+            if plain is not None:  # in-memory dedup: no transaction to share
                 if handler.wants_context:
                     handler.function(envelope, HandlerContext(
                         group=runner.group.name, event_type=route.event, chain_id=route.chain_id,
@@ -213,7 +225,7 @@ class Worker(threading.Thread):
                         attempt=work.failures + 1, transaction=None))
                 else:
                     handler.function(envelope)
-                runner.plain_store.mark(event_id)
+                plain.mark(event_id)
             else:
                 self._run_in_store(work, envelope, event_id)
         except Exception as error:
@@ -293,7 +305,10 @@ class GroupRunner:
         # The in-memory store shares no transaction: the hot path skips its context manager.
         self.plain_store = self.store if type(self.store) is MemoryStore else None
         self.metrics = metrics
-        self.concurrency = max(1, concurrency)
+        # 0: handlers run on the loop thread (no hand-off; for fast CPU-bound handlers on Kafka,
+        # where the client heartbeats in the background); N: N worker threads.
+        self.concurrency = max(0, concurrency)
+        self._inline: Worker | None = None
         self.shutdown_timeout = shutdown_timeout
         self.time_scale = time_scale
         self.client_id = client_id
@@ -351,8 +366,7 @@ class GroupRunner:
         if headers is not None:
             work.headers = headers
         work.delay = delay
-        self.completions.append(work)
-        self.completed.set()
+        self.completions.append(work)  # the worker signals `completed` once per batch
 
     def failure_headers(self, work: Work, error: BaseException | str, reason: str | None,
                         now: str | None = None) -> dict[str, str]:
@@ -400,8 +414,7 @@ class GroupRunner:
         """Finish (up to the shutdown deadline) what runs for `streams`, release the rest."""
         for stream in streams:
             self.generations[stream] = self.generations.get(stream, 0) + 1
-        for worker in self._workers:
-            worker.poke()
+        self._poke_all()
         deadline = time.monotonic() + self.shutdown_timeout
         while any(self.in_flight_by_stream.get(s, 0) for s in streams) and time.monotonic() < deadline:
             self.completed.wait(0.01)
@@ -436,6 +449,7 @@ class GroupRunner:
                                  client_id=self.client_id)
         consumer = self._consumer = self.transport.open_consumer(self.group, options)
         self._workers = [Worker(self, index) for index in range(self.concurrency)]
+        self._inline = None if self._workers else Worker(self, 0)
         for worker in self._workers:
             worker.start()
         ends = None if timeout is None else time.monotonic() + timeout
@@ -465,7 +479,16 @@ class GroupRunner:
             finally:
                 self._consumer = None
 
+    def _poke_all(self) -> None:
+        if self._inline is not None:
+            self._inline.process((), sweep=True)
+        for worker in self._workers:
+            worker.poke()
+
     def _iterate(self, consumer: ConsumerTransport) -> None:
+        inline = self._inline
+        if inline is not None and inline.timers and inline.timers[0][0] <= time.monotonic():
+            inline.process(())
         progressed = self._settle()
         room = self.high_water - self.in_flight
         if room <= 0:
@@ -482,6 +505,8 @@ class GroupRunner:
             if self.paused and self.in_flight <= self.low_water:
                 self._resume_all(consumer)
             timeout = 0.0 if self.completions else (BUSY_POLL if self.in_flight else POLL_INTERVAL_MAX)
+            if inline is not None and inline.timers:
+                timeout = min(timeout, max(0.0, inline.timers[0][0] - time.monotonic()))
             self.completed.clear()
             deliveries = consumer.poll(min(room, MAX_BATCH), timeout)
         if deliveries:
@@ -494,8 +519,8 @@ class GroupRunner:
 
     def _dispatch(self, deliveries: Iterable[Delivery]) -> None:
         workers = self._workers
-        count = len(workers)
-        batches: list[list[Work]] = [[] for _ in workers]
+        count = len(workers) or 1
+        batches: list[list[Work]] = [[] for _ in range(count)]
         routes, generations, by_stream = self.routes, self.generations, self.in_flight_by_stream
         for delivery in deliveries:
             headers = delivery.headers
@@ -514,6 +539,9 @@ class GroupRunner:
                 self.complete(work, Outcome.DEAD, self.failure_headers(work, reason, H.REASON_POISON))
                 continue
             batches[hash(key) % count if key is not None else delivery.offset % count].append(work)
+        if self._inline is not None:
+            self._inline.process(batches[0])
+            return
         for worker, batch in zip(workers, batches, strict=True):
             if batch:
                 worker.submit(batch)
@@ -587,8 +615,7 @@ class GroupRunner:
         self.draining = True
         if consumer.assignment():
             self._pause_all(consumer)
-        for worker in self._workers:
-            worker.poke()  # in-place retries waiting for their timer are released now
+        self._poke_all()  # in-place retries waiting for their timer are released now
         deadline = time.monotonic() + self.shutdown_timeout
         while self.in_flight > 0 and time.monotonic() < deadline:
             self.completed.wait(BUSY_POLL)
@@ -600,8 +627,7 @@ class GroupRunner:
                         self.group.name, self.in_flight, self.shutdown_timeout)
             for stream in list(self.generations):
                 self.generations[stream] += 1
-            for worker in self._workers:
-                worker.poke()
+            self._poke_all()
             time.sleep(BUSY_POLL)
             self._settle()
         consumer.commit()

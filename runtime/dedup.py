@@ -32,7 +32,7 @@ import sqlite3
 import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -54,24 +54,25 @@ class ProcessedStore(ABC):
 
 
 class MemoryStore(ProcessedStore):
-    """The `capacity` most recently processed event ids, in memory (lost on restart)."""
+    """The `capacity` most recently processed event ids, in memory (lost on restart). Ids may be
+    any hashable (the consume loop passes `uuid.UUID` objects, avoiding their formatting)."""
 
     def __init__(self, capacity: int = 100_000) -> None:
         if capacity < 1:
             raise ValueError("dedup capacity must be at least 1")
         self.capacity = capacity
-        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._ids: OrderedDict[Hashable, None] = OrderedDict()
         self._lock = threading.Lock()
 
-    def is_processed(self, event_id: str) -> bool:
+    def is_processed(self, event_id: Hashable) -> bool:
         return event_id in self._ids
 
     @contextmanager
-    def processing(self, event_id: str) -> Iterator[None]:
+    def processing(self, event_id: Hashable) -> Iterator[None]:
         yield None
         self.mark(event_id)
 
-    def mark(self, event_id: str) -> None:
+    def mark(self, event_id: Hashable) -> None:
         with self._lock:
             self._ids[event_id] = None
             if len(self._ids) > self.capacity:

@@ -286,7 +286,6 @@ class KafkaLagReader:
                     if kind != 0 and millis > 0:  # 0: TIMESTAMP_NOT_AVAILABLE
                         ages[key] = max(0.0, self.clock() - millis / 1000.0)
                     del pending[key]
-                    consumer.pause([tp_type(key[0], key[1])])
         finally:
             consumer.unassign()
         return ages

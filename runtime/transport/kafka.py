@@ -240,7 +240,14 @@ class KafkaConsumer(ConsumerTransport):
             self._commit(asynchronous=True)
         if max_messages <= 0 and len(self.core_paused) < len(self.trackers):
             return []  # no room and not paused (yet): fetch nothing, keep the prefetch
-        messages = self.consumer.consume(max(1, max_messages), timeout)
+        # poll() returns as soon as one message is there (consume() would wait to fill a batch),
+        # then consume(..., 0) takes what is already fetched: low latency and batching.
+        first = self.consumer.poll(timeout)
+        if first is None:
+            return []
+        messages = [first]
+        if max_messages > 1:
+            messages += self.consumer.consume(max_messages - 1, 0)
         deliveries: list[Delivery] = []
         skipped: set[StreamId] | None = None
         retry_names = self.retry_names

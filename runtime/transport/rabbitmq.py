@@ -30,7 +30,7 @@ import os
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, NoReturn
 
@@ -55,6 +55,7 @@ from topo.runtime.transport.base import (
     TransportError,
     Unsupported,
 )
+from topo.runtime.transport.rabbitmq_members import Membership
 
 CONTENT_TYPE = "application/json"
 PERSISTENT = 2  # AMQP delivery_mode
@@ -409,6 +410,44 @@ class RabbitMQPublisher(PublisherTransport):
 # --------------------------------------------------------------------------- consumers
 
 
+@dataclass(slots=True)
+class RabbitHandle:
+    """`Delivery.handle` on RabbitMQ: the message properties and the channel to settle it on."""
+
+    properties: Any  # pika.BasicProperties
+    channel: Any  # pika BlockingChannel (delivery tags are per channel)
+
+
+def make_delivery(queue: str, index: int, channel: Any, method: Any, properties: Any, body: bytes,
+                  key_header: str) -> Delivery:
+    raw = properties.headers
+    headers = text_headers(raw)
+    return Delivery(
+        source=queue,
+        partition=index,
+        offset=method.delivery_tag,
+        topic=original_routing_key(method.routing_key, headers, raw),
+        key=headers.get(key_header),
+        headers=headers,
+        body=body,
+        timestamp=float(properties.timestamp or 0),
+        redelivered=bool(method.redelivered),
+        handle=RabbitHandle(properties, channel),
+    )
+
+
+def _channel_of(delivery: Delivery) -> Any:
+    handle = delivery.handle
+    if not isinstance(handle, RabbitHandle):
+        raise TransportError(f"delivery {delivery.source}[{delivery.partition}]@{delivery.offset} was not "
+                             "produced by the RabbitMQ transport")
+    return handle.channel
+
+
+def _nothing() -> None:
+    """Wake-up marker for add_callback_threadsafe."""
+
+
 class _BlockingConsumer(ConsumerTransport):
     """Shared by group consumers and tails: a BlockingConnection served from `poll()`."""
 
@@ -421,25 +460,19 @@ class _BlockingConsumer(ConsumerTransport):
         self._buffer: deque[Delivery] = deque()
         self._broken: str | None = None
         self._listener: AssignmentListener | None = None
-        self._assigned: list[StreamId] = []
-        self._announce: list[StreamId] = []  # consume-ok seen, not yet told to the listener
-        self._revoke: list[StreamId] = []  # cancelled by the broker, not yet told
+        self._announce: list[StreamId] = []  # consuming started, not yet told to the listener
         self._paused: set[StreamId] = set()
-        try:
-            self._channel = self._connection.channel()
-        except AMQP_ERRORS as error:
-            self._raise(error, "opening a channel")
 
     # ---- serving the connection
 
     def poll(self, max_messages: int, timeout: float) -> list[Delivery]:
         self._check_usable()
-        self._tell_listener()
+        self._maintain()
         try:
             self._connection.process_data_events(time_limit=0 if self._buffer else max(timeout, 0.0))
         except AMQP_ERRORS as error:
             self._lose(error)
-        self._tell_listener()
+        self._maintain()
         batch: list[Delivery] = []
         while self._buffer and len(batch) < max_messages:
             batch.append(self._buffer.popleft())
@@ -447,45 +480,21 @@ class _BlockingConsumer(ConsumerTransport):
             self._delivered(batch)
         return batch
 
+    def _maintain(self) -> None:
+        """Hook run around each poll on the loop thread: assignment changes, deferred settling."""
+        self._announce_streams()
+
+    def _announce_streams(self) -> None:
+        if self._announce and self._listener is not None:
+            streams, self._announce = self._announce, []
+            self._listener.on_assigned(streams)
+
     def _delivered(self, batch: list[Delivery]) -> None:
         """Hook: a tail settles what it hands out."""
 
     def wakeup(self) -> None:
         with contextlib.suppress(*CLOSED_LOOP_ERRORS):  # closed: poll() will report it
             self._connection.add_callback_threadsafe(_nothing)
-
-    def _on_message(self, queue: str, index: int, _channel: Any, method: Any, properties: Any, body: bytes) -> None:
-        raw = properties.headers
-        headers = text_headers(raw)
-        self._buffer.append(Delivery(
-            source=queue,
-            partition=index,
-            offset=method.delivery_tag,
-            topic=original_routing_key(method.routing_key, headers, raw),
-            key=headers.get(self._key_header),
-            headers=headers,
-            body=body,
-            timestamp=float(properties.timestamp or 0),
-            redelivered=bool(method.redelivered),
-            handle=properties,
-        ))
-
-    def _on_cancelled(self, streams: dict[str, StreamId], frame: Any) -> None:
-        stream = streams.get(frame.method.consumer_tag)
-        if stream is not None and stream in self._assigned:
-            self._assigned.remove(stream)
-            self._revoke.append(stream)
-
-    def _tell_listener(self) -> None:
-        listener = self._listener
-        if listener is None:
-            return
-        if self._announce:
-            streams, self._announce = self._announce, []
-            listener.on_assigned(streams)
-        if self._revoke:
-            streams, self._revoke = self._revoke, []
-            listener.on_revoked(streams)
 
     # ---- failures
 
@@ -501,20 +510,17 @@ class _BlockingConsumer(ConsumerTransport):
         raise TransportError(f"{where(self._params)}: {doing} failed: {describe(error)}") from error
 
     def _lose(self, error: BaseException) -> NoReturn:
-        """The connection or channel died: streams are lost (the broker requeues unacked messages)."""
+        """The connection died: every stream is lost (the broker requeues unacked messages)."""
         self._broken = describe(error)
         self._buffer.clear()
-        lost, self._assigned = self._assigned, []
+        lost = self.assignment()
+        self._forget_streams()
         if lost and self._listener is not None:
             self._listener.on_lost(lost)
         raise self._gone() from error
 
-    def _settle(self, action: Callable[[], None], doing: str) -> None:
-        self._check_usable()
-        try:
-            action()
-        except AMQP_ERRORS as error:
-            self._lose_from(error, doing)
+    def _forget_streams(self) -> None:
+        """Hook: drop the record of consumed streams after the connection died."""
 
     def _lose_from(self, error: BaseException, doing: str) -> NoReturn:
         try:
@@ -532,9 +538,6 @@ class _BlockingConsumer(ConsumerTransport):
     def resume(self, streams: Iterable[StreamId]) -> None:
         self._paused.difference_update(streams)
 
-    def assignment(self) -> list[StreamId]:
-        return list(self._assigned)
-
     def commit(self) -> None:
         """Acks are final on RabbitMQ: nothing to commit."""
 
@@ -542,23 +545,34 @@ class _BlockingConsumer(ConsumerTransport):
         self._buffer.clear()
         if self._broken is None:
             self._broken = "closed"
-        try:
+        with contextlib.suppress(*AMQP_ERRORS):  # already gone: the broker requeues what was unacked
             if self._connection.is_open:
                 self._connection.close()
-        except AMQP_ERRORS:
-            pass  # already gone: the broker requeues whatever was unacked
 
 
-def _nothing() -> None:
-    """Wake-up marker for add_callback_threadsafe."""
+@dataclass(slots=True)
+class _Subscription:
+    stream: StreamId
+    channel: Any
+    tag: str
+    cancelled: bool = False  # the broker cancelled the consumer (queue deleted)
 
 
 class RabbitMQConsumer(_BlockingConsumer):
-    """One member of a consumer group: consumes all of the group's work queues."""
+    """One member of a consumer group.
+
+    Each work queue is consumed on a channel of its own (prefetch is per consumer, and closing one
+    channel returns exactly that queue's unacknowledged messages, atomically and in their original
+    order). Unordered groups consume every work queue as competing consumers. Ordered groups
+    (single-active-consumer queues) consume the share `rabbitmq_members.Membership` assigns and
+    hand queues over when processes join or leave.
+    """
 
     def __init__(self, params: pika.URLParameters, topology: Topology, group: ConsumerGroup,
-                 options: ConsumeOptions) -> None:
+                 options: ConsumeOptions, publish_timeout: float = 30.0) -> None:
         super().__init__(params, topology.rabbitmq.key_header)
+        self._owner = threading.get_ident()  # the loop thread: the only one that may touch pika
+        self._publish_timeout = publish_timeout
         self._topology = topology
         self._group = group
         self._queues = group.rabbitmq.queues
@@ -566,49 +580,152 @@ class RabbitMQConsumer(_BlockingConsumer):
         self._tag_prefix = f"topo.{group.name}.{os.getpid()}.{next(_counter)}"
         if options.client_id:
             self._tag_prefix += f".{options.client_id}"
-        self._consumer_tags: dict[str, StreamId] = {}
+        self._generation = itertools.count(1)
+        self._subscriptions: dict[int, _Subscription] = {}
+        self._revoking: set[StreamId] = set()  # releases of these wait for their channel to close
+        self._released: dict[StreamId, list[Delivery]] = {}  # nacked at the next poll, in order
+        self._closing = False
+        self._wanted: set[int] = set()
         # Prefetch is per consumer (quorum queues have no per-channel "global" QoS): split the
         # in-flight budget across the work queues so the whole member stays within max_in_flight.
         self._prefetch = max(1, options.max_in_flight // max(1, len(self._queues)))
+        self._membership = (Membership(self._connection, group.rabbitmq.exchange, len(self._queues))
+                            if group.rabbitmq.single_active_consumer else None)
         try:
-            self._channel.basic_qos(prefetch_count=self._prefetch)
-            self._channel.add_on_cancel_callback(functools.partial(self._on_cancelled, self._consumer_tags))
+            # Retry and dead-letter copies (and handler publishes) wait for their confirm here.
             self._copies = self._connection.channel()
             self._copies.confirm_delivery()
         except AMQP_ERRORS as error:
             self._close_connection()
             self._raise(error, f"setting up consumer channels for group {group.name}")
+        self._copies_lock = threading.Lock()  # publish() may come from handler threads
 
     def subscribe(self, listener: AssignmentListener) -> None:
         self._check_usable()
         self._listener = listener
-        for index, queue in enumerate(self._queues):
-            tag = f"{self._tag_prefix}.{index}"
-            try:
-                self._channel.basic_consume(queue, functools.partial(self._on_message, queue, index),
-                                            consumer_tag=tag)
-            except pika.exceptions.ChannelClosedByBroker as error:
-                self._broken = describe(error)
-                hint = " (run `topo apply` to provision the topology)" if error.reply_code == 404 else ""
-                raise TransportError(f"{where(self._params)}: cannot consume queue {queue!r} of group "
-                                     f"{self._group.name}: {describe(error)}{hint}") from error
-            except AMQP_ERRORS as error:
-                self._lose_from(error, f"consuming queue {queue!r}")
-            self._consumer_tags[tag] = (queue, index)
-            self._assigned.append((queue, index))
-            self._announce.append((queue, index))
+        self._rebalance()
+
+    # ---- streams
+
+    def assignment(self) -> list[StreamId]:
+        return [self._subscriptions[index].stream for index in sorted(self._subscriptions)]
+
+    def _forget_streams(self) -> None:
+        self._subscriptions.clear()
+
+    def _maintain(self) -> None:
+        if self._released:
+            self._nack_released()
+        for index, subscription in list(self._subscriptions.items()):
+            if subscription.cancelled or not subscription.channel.is_open:
+                self._drop(index, lost=True)
+        if self._membership is not None and self._membership.due():
+            self._rebalance()
+        elif len(self._subscriptions) < len(self._wanted):
+            self._rebalance()  # a stream was lost: consume it again
+        self._announce_streams()
+
+    def _rebalance(self) -> None:
+        try:
+            wanted = (self._membership.assignment() if self._membership is not None
+                      else list(range(len(self._queues))))
+        except AMQP_ERRORS as error:
+            self._lose_from(error, f"agreeing on work queues of group {self._group.name}")
+        self._wanted = set(wanted)
+        for index in sorted(set(self._subscriptions) - self._wanted):
+            self._hand_over(index)
+        for index in sorted(self._wanted - set(self._subscriptions)):
+            self._consume(index)
+
+    def _consume(self, index: int) -> None:
+        queue = self._queues[index]
+        tag = f"{self._tag_prefix}.{index}.{next(self._generation)}"
+        channel = None
+        try:
+            channel = self._connection.channel()
+            channel.basic_qos(prefetch_count=self._prefetch)
+            channel.add_on_cancel_callback(functools.partial(self._on_cancelled, index, tag))
+            channel.basic_consume(queue, functools.partial(self._on_message, queue, index), consumer_tag=tag)
+        except pika.exceptions.ChannelClosedByBroker as error:
+            hint = " (run `topo apply` to provision the topology)" if error.reply_code == 404 else ""
+            raise TransportError(f"{where(self._params)}: cannot consume queue {queue!r} of group "
+                                 f"{self._group.name}: {describe(error)}{hint}") from error
+        except AMQP_ERRORS as error:
+            self._lose_from(error, f"consuming queue {queue!r}")
+        self._subscriptions[index] = _Subscription((queue, index), channel, tag)
+        self._announce.append((queue, index))
+
+    def _on_message(self, queue: str, index: int, channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        self._buffer.append(make_delivery(queue, index, channel, method, properties, body, self._key_header))
+
+    def _on_cancelled(self, index: int, tag: str, _frame: Any) -> None:
+        subscription = self._subscriptions.get(index)
+        if subscription is not None and subscription.tag == tag:
+            subscription.cancelled = True
+
+    def _hand_over(self, index: int) -> None:
+        """Give a queue to the next process: the core finishes the stream's work, then closing the
+        channel returns every unacked message of the queue in its original order, and
+        single-active-consumer activates the next consumer, which receives those first."""
+        stream = self._subscriptions[index].stream
+        self._revoking.add(stream)
+        try:
+            if self._listener is not None:
+                self._listener.on_revoked([stream])
+        finally:
+            self._revoking.discard(stream)
+            self._drop(index, lost=False)
+
+    def _drop(self, index: int, lost: bool) -> None:
+        subscription = self._subscriptions.pop(index)
+        channel = subscription.channel
+        self._buffer = deque(d for d in self._buffer if _channel_of(d) is not channel)
+        self._released.pop(subscription.stream, None)
+        with contextlib.suppress(*AMQP_ERRORS):  # already closed: the broker returned its messages
+            if channel.is_open:
+                channel.close()
+        if lost and self._listener is not None:
+            self._listener.on_lost([subscription.stream])
 
     # ---- settling
 
     def ack(self, deliveries: Iterable[Delivery]) -> None:
+        self._check_usable()
         for delivery in deliveries:
-            self._settle(functools.partial(self._channel.basic_ack, delivery.offset), "ack")
+            self._on_channel(delivery, "basic_ack", "ack")
+
+    def _on_channel(self, delivery: Delivery, method: str, doing: str, **arguments: Any) -> None:
+        channel = _channel_of(delivery)
+        if not channel.is_open:
+            return  # its channel closed: the broker already returned the message for redelivery
+        try:
+            getattr(channel, method)(delivery.offset, **arguments)
+        except pika.exceptions.AMQPChannelError:
+            return  # the channel closed meanwhile: same as above; poll() reports the lost stream
+        except AMQP_ERRORS as error:
+            self._lose_from(error, doing)
 
     def release(self, deliveries: Iterable[Delivery]) -> None:
+        """Deferred: a stream being handed over or closed gets its messages back, in order, from
+        the channel close; otherwise they are nacked at the next poll together with the stream's
+        deliveries not yet handed out, so they come back in their original order."""
         if self._broken is not None:
-            return  # the broker already requeued everything unacked on the lost channel
+            return  # the broker already requeued everything unacked on the lost connection
         for delivery in deliveries:
-            self._settle(functools.partial(self._channel.basic_nack, delivery.offset, requeue=True), "release")
+            stream = delivery.stream
+            if stream in self._revoking or self._closing:
+                continue
+            self._released.setdefault(stream, []).append(delivery)
+
+    def _nack_released(self) -> None:
+        released, self._released = self._released, {}
+        for stream, deliveries in released.items():
+            channels = {id(_channel_of(d)) for d in deliveries}
+            held_back = [d for d in self._buffer if d.stream == stream and id(_channel_of(d)) in channels]
+            if held_back:
+                self._buffer = deque(d for d in self._buffer if not (d.stream == stream and d in held_back))
+            for delivery in [*sorted(deliveries, key=lambda d: d.offset), *held_back]:
+                self._on_channel(delivery, "basic_nack", "release", requeue=True)
 
     def retry_later(self, delivery: Delivery, delay_seconds: float, headers: Mapping[str, str]) -> None:
         queue = self._wait_queue(delay_seconds)
@@ -635,19 +752,20 @@ class RabbitMQConsumer(_BlockingConsumer):
         headers.update(extra)
         if delivery.key is not None:
             headers[self._key_header] = delivery.key
-        original = delivery.handle
+        original = delivery.handle.properties if isinstance(delivery.handle, RabbitHandle) else None
         properties = message_properties(
             headers,
             message_id=getattr(original, "message_id", None),
             timestamp=getattr(original, "timestamp", None),
         )
         self._confirmed_publish("", queue, delivery.body, properties, f"copy to queue {queue!r}")
-        self._settle(functools.partial(self._channel.basic_ack, delivery.offset), f"ack after copy to {queue!r}")
+        self._on_channel(delivery, "basic_ack", f"ack after copy to {queue!r}")
 
     def _confirmed_publish(self, exchange: str, routing_key: str, body: bytes, properties: pika.BasicProperties,
                            what: str) -> None:
         try:
-            self._copies.basic_publish(exchange, routing_key, body, properties, mandatory=True)
+            with self._copies_lock:
+                self._copies.basic_publish(exchange, routing_key, body, properties, mandatory=True)
         except pika.exceptions.UnroutableError as error:
             raise TransportError(f"{what} was returned as unroutable by {where(self._params)} "
                                  f"(does the queue exist? run `topo apply`); the original stays unsettled") from error
@@ -658,21 +776,44 @@ class RabbitMQConsumer(_BlockingConsumer):
             self._lose_from(error, what)
 
     def publish(self, topic: EventTopic, key: str, body: bytes, headers: Mapping[str, str] | None = None) -> None:
+        """A confirmed publish; callable from handler threads. pika connections are not thread-safe,
+        so from any thread but the loop thread this hands the publish to the loop thread
+        (`add_callback_threadsafe`, run inside its next `poll()`) and waits for the outcome."""
         self._check_usable()
         properties = message_properties(event_headers(self._key_header, key, headers))
-        self._confirmed_publish(self._topology.rabbitmq.exchange, topic.routing_key, body, properties,
-                                f"publish to routing key {topic.routing_key!r}")
+        what = f"publish to routing key {topic.routing_key!r}"
+        exchange = self._topology.rabbitmq.exchange
+        if threading.get_ident() == self._owner:
+            self._confirmed_publish(exchange, topic.routing_key, body, properties, what)
+            return
+        done = threading.Event()
+        outcome: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                self._confirmed_publish(exchange, topic.routing_key, body, properties, what)
+            except BaseException as error:  # handed back to the calling thread
+                outcome.append(error)
+            finally:
+                done.set()
+
+        try:
+            self._connection.add_callback_threadsafe(run)
+        except CLOSED_LOOP_ERRORS as error:
+            raise TransportError(f"{what}: the consumer connection is closed") from error
+        if not done.wait(self._publish_timeout):
+            raise TransportError(f"{what}: not confirmed within {self._publish_timeout:.0f}s (is the consume "
+                                 "loop polling?)")
+        if outcome:
+            raise outcome[0]
 
     def close(self) -> None:
         if self._broken is None:
-            streams, self._assigned = self._assigned, []
+            self._closing = True  # releases from on_revoked are returned by closing the channels
+            streams = self.assignment()
             if streams and self._listener is not None:
                 self._listener.on_revoked(streams)
-            for tag in self._consumer_tags:
-                try:
-                    self._channel.basic_cancel(tag)
-                except AMQP_ERRORS:
-                    break
+        self._subscriptions.clear()
         self._close_connection()
 
 
@@ -682,7 +823,9 @@ class RabbitMQTail(_BlockingConsumer):
     def __init__(self, params: pika.URLParameters, topology: Topology, topics: Sequence[EventTopic]) -> None:
         super().__init__(params, topology.rabbitmq.key_header)
         exchange = topology.rabbitmq.exchange
+        self._assigned: list[StreamId] = []
         try:
+            self._channel = self._connection.channel()
             declared = self._channel.queue_declare("", exclusive=True, auto_delete=True)
             self._queue: str = declared.method.queue
             for routing_key in sorted({topic.routing_key for topic in topics}):
@@ -696,15 +839,27 @@ class RabbitMQTail(_BlockingConsumer):
         self._check_usable()
         self._listener = listener
         try:
-            self._channel.basic_consume(self._queue, functools.partial(self._on_message, self._queue, 0))
+            self._channel.basic_consume(self._queue, self._on_message)
         except AMQP_ERRORS as error:
             self._lose_from(error, f"consuming tail queue {self._queue!r}")
-        self._assigned.append((self._queue, 0))
+        self._assigned = [(self._queue, 0)]
         self._announce.append((self._queue, 0))
+
+    def _on_message(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        self._buffer.append(make_delivery(self._queue, 0, channel, method, properties, body, self._key_header))
+
+    def assignment(self) -> list[StreamId]:
+        return list(self._assigned)
+
+    def _forget_streams(self) -> None:
+        self._assigned = []
 
     def _delivered(self, batch: list[Delivery]) -> None:
         # A tail owns its throwaway queue: settle on hand-out, one multiple-ack per batch.
-        self._settle(functools.partial(self._channel.basic_ack, batch[-1].offset, multiple=True), "tail ack")
+        try:
+            self._channel.basic_ack(batch[-1].offset, multiple=True)
+        except AMQP_ERRORS as error:
+            self._lose_from(error, "tail ack")
 
     def ack(self, deliveries: Iterable[Delivery]) -> None:
         """Already acknowledged when handed out."""
@@ -754,15 +909,7 @@ class RabbitMQDeadLetters(DeadLetterReader):
                     break
                 self._connection.process_data_events(time_limit=min(0.05, max(deadline - time.monotonic(), 0)))
                 continue
-            raw = properties.headers
-            headers = text_headers(raw)
-            found.append(Delivery(
-                source=self._queue, partition=0, offset=method.delivery_tag,
-                topic=original_routing_key(method.routing_key, headers, raw),
-                key=headers.get(self._key_header), headers=headers, body=body,
-                timestamp=float(properties.timestamp or 0), redelivered=bool(method.redelivered),
-                handle=properties,
-            ))
+            found.append(make_delivery(self._queue, 0, channel, method, properties, body, self._key_header))
         return found
 
     def browse(self, limit: int, timeout: float) -> list[Delivery]:
@@ -871,7 +1018,8 @@ class RabbitMQTransport(Transport):
                 f"group {group.name}: exactly-once delivery needs Kafka transactions; RabbitMQ has none. "
                 "Run this group on Kafka, or declare it `delivery: at_least_once` and rely on "
                 "deduplication by event_id (the SQLite store survives restarts)")
-        return RabbitMQConsumer(self._params(f"consumer {group.name}"), self.topology, group, options)
+        return RabbitMQConsumer(self._params(f"consumer {group.name}"), self.topology, group, options,
+                                publish_timeout=self.publish_timeout)
 
     def open_tail(self, topics: Sequence[EventTopic], from_beginning: bool = False) -> ConsumerTransport:
         # RabbitMQ keeps no history for a new queue: a tail sees events published after it started.

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from gen_support import REFERENCE, REPO, Invoke
 
 from topo.cli import main
-
-REPO = Path(__file__).resolve().parents[2]
-REFERENCE = REPO / "topology.yaml"
-SECOND = REPO / "tests" / "fixtures" / "topologies" / "second.yaml"
-INVALID = REPO / "tests" / "fixtures" / "invalid"
-
-Invoke = Callable[..., Result]
 
 
 @pytest.fixture
@@ -28,11 +22,6 @@ def topo(monkeypatch: pytest.MonkeyPatch) -> Invoke:
         return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
     return invoke
-
-
-def snapshot(directory: Path) -> dict[str, bytes]:
-    """Every file under a directory (relative path -> bytes), including hidden ones."""
-    return {p.relative_to(directory).as_posix(): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="session")

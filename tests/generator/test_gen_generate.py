@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import REFERENCE, REPO, SECOND, Invoke, snapshot
+from gen_support import REFERENCE, REPO, SECOND, Invoke, snapshot
 
 from topo.generator import pipeline
 

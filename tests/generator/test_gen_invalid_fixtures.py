@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import INVALID, Invoke, snapshot
+from gen_support import INVALID, Invoke, snapshot
 
 FIXTURES = sorted(INVALID.glob("*.yaml"))
 EXPECT = re.compile(r"^# expect: (\d+):(\d+): (.+)$", re.MULTILINE)

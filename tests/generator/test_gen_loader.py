@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import REFERENCE
+from gen_support import REFERENCE
 
 from topo.generator import load as load_module
 from topo.generator.diagnostics import Diagnostic, TopologyError, render_all

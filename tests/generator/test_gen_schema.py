@@ -10,7 +10,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from conftest import REFERENCE, SECOND
+from gen_support import REFERENCE, SECOND
 
 from topo.generator import resolve
 from topo.generator.durations import DURATION

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import REFERENCE, SECOND, Invoke
+from gen_support import REFERENCE, SECOND, Invoke
 
 from topo.generator.load import load, parse_text
 from topo.generator.validate import validate
@@ -108,3 +110,20 @@ def test_validation_without_environment_uses_os_environ(tmp_path: Path, monkeypa
     assert load(path)[0] is None
     monkeypatch.setenv("SHOP_KAFKA", "kafka-1:9092,kafka-2:9092")
     assert load(path)[0] is not None
+
+
+def test_an_unreadable_file_is_an_error_not_a_usage_error(topo: Invoke, tmp_path: Path) -> None:
+    for path in (tmp_path / "missing.yaml", tmp_path):
+        result = topo("validate", str(path))
+        assert result.exit_code == 1
+        assert result.stderr.startswith(f"{path}: error: cannot read the topology")
+
+
+def test_the_installed_command_exits_1_on_an_invalid_topology(tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text(MINIMAL.replace("subscribes:", "subscribe:"))
+    result = subprocess.run([sys.executable, "-m", "topo", "validate", str(path)], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[0] == f"{path}:12:5: error: unknown key `subscribe` in `consumer_groups.billing`"
+    assert result.stderr.splitlines()[1] == "  hint: did you mean `subscribes`?"

@@ -86,7 +86,9 @@ def test_a_duplicate_reaches_the_handler_once(make_bus: Callable[..., Bus]) -> N
     assert sorted(e.payload.seq for e in handled) == [1, 2]
 
 
-def test_failing_twice_is_retried_after_1s_and_2s_and_handled_once(make_bus: Callable[..., Bus]) -> None:
+@pytest.mark.parametrize("concurrency", [8, 0], ids=["workers", "inline"])
+def test_failing_twice_is_retried_after_1s_and_2s_and_handled_once(make_bus: Callable[..., Bus],
+                                                                   concurrency: int) -> None:
     bus = make_bus()
     runtime = bus.runtime()
     publish_token(runtime, "flaky", 1, note="flaky")
@@ -101,7 +103,7 @@ def test_failing_twice_is_retried_after_1s_and_2s_and_handled_once(make_bus: Cal
         handled.append(event)
 
     runtime.register("gamma", handle)
-    runner = runtime.runner("gamma")
+    runner = runtime.runner("gamma", concurrency=concurrency)
     runner.run(until=settled(runner, lambda: bool(handled)), timeout=60)
     assert len(handled) == 1 and len(attempts) == 3
     first, second = attempts[1] - attempts[0], attempts[2] - attempts[1]
@@ -166,7 +168,9 @@ def test_a_poison_message_is_dead_lettered_without_retries(make_bus: Callable[..
         assert letter.headers[H.ERROR_CLASS].endswith("ValidationError")
 
 
-def test_an_ordered_key_waits_for_its_retry_while_other_keys_flow(make_bus: Callable[..., Bus]) -> None:
+@pytest.mark.parametrize("concurrency", [8, 0], ids=["workers", "inline"])
+def test_an_ordered_key_waits_for_its_retry_while_other_keys_flow(make_bus: Callable[..., Bus],
+                                                                  concurrency: int) -> None:
     bus = make_bus()
     runtime = bus.runtime()
     for seq in range(4):
@@ -185,7 +189,7 @@ def test_an_ordered_key_waits_for_its_retry_while_other_keys_flow(make_bus: Call
         order.append((payload.sender, payload.seq, time.monotonic()))
 
     runtime.register("beta", handle)
-    runner = runtime.runner("beta")
+    runner = runtime.runner("beta", concurrency=concurrency)
     runner.run(until=settled(runner, lambda: len(order) >= 24), timeout=60)
     slow = [(seq, at) for sender, seq, at in order if sender == "slow-key"]
     others = [at for sender, _, at in order if sender != "slow-key"]

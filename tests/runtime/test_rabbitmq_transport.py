@@ -26,7 +26,7 @@ from topo.runtime.transport.base import (
     TransportError,
     Unsupported,
 )
-from topo.runtime.transport.rabbitmq import RabbitMQTransport
+from topo.runtime.transport.rabbitmq import RabbitHandle, RabbitMQTransport
 from topo.runtime.transport.rabbitmq_declare import declare
 
 pytestmark = pytest.mark.rabbitmq
@@ -168,8 +168,8 @@ def test_published_message_properties(env: Env) -> None:
     env.publish([order("alice", 7)])
     consumer, _ = env.consumer()
     [delivery] = poll_until(consumer, 1)
-    properties = delivery.handle
-    assert isinstance(properties, pika.BasicProperties)
+    assert isinstance(delivery.handle, RabbitHandle)
+    properties = delivery.handle.properties
     assert properties.delivery_mode == 2
     assert properties.content_type == "application/json"
     assert properties.message_id == "alice-7"
@@ -254,7 +254,7 @@ def test_retry_later_comes_back_through_the_wait_queue_after_the_delay(env: Env)
     assert copy.topic == "order.placed.2"  # the original routing key, not the wait queue's name
     assert copy.headers[hdr.ATTEMPT] == "1" and copy.headers[hdr.ORIGINAL_TOPIC] == "order.placed.2"
     assert "x-death" not in copy.headers
-    assert getattr(copy.handle, "message_id", None) == "alice-1"
+    assert isinstance(copy.handle, RabbitHandle) and copy.handle.properties.message_id == "alice-1"
     consumer.ack([copy])
     assert env.queue_depth(env.workers.rabbitmq.retry_queues[0].name) == 0
 
@@ -306,6 +306,7 @@ def test_broker_dead_letters_a_crash_loop_with_its_original_routing_key(env: Env
     limit = env.workers.rabbitmq.delivery_limit
     for _ in range(limit + 1):  # x-delivery-limit counts returns; one more than the limit dead-letters
         consumer.release(poll_until(consumer, 1))
+    assert consumer.poll(1, 0.2) == []  # the release is sent by the next poll; nothing comes back
     reader = env.transport.open_dead_letters(env.workers)
     env.closers.append(reader.close)
     [letter] = reader.browse(10, 5)
