@@ -10,6 +10,7 @@ import json
 import shlex
 from typing import Any
 
+from topo.generator.jsonout import pretty, quoted
 from topo.generator.model import Topology
 from topo.generator.render import render
 from topo.provision.connect import env_setting
@@ -85,7 +86,7 @@ def _manifests(topology: Topology, topics: tuple[TopicSpec, ...]) -> str:
     rows = [
         {
             "resource": names[t.name],
-            "topic": json.dumps(t.name),
+            "topic": quoted(t.name),
             "partitions": t.partitions,
             "replicas": t.replication_factor,
             "config": json.dumps(dict(sorted(t.configs.items()))),
@@ -105,7 +106,7 @@ def _manifests(topology: Topology, topics: tuple[TopicSpec, ...]) -> str:
 def emit(topology: Topology) -> dict[str, str]:
     topics = kafka_topics(topology)
     return {
-        DESIRED_STATE: json.dumps(desired_state_document(topology, topics), indent=2, sort_keys=True) + "\n",
+        DESIRED_STATE: pretty(desired_state_document(topology, topics)),
         MANIFESTS: _manifests(topology, topics),
         SCRIPT: _script(topology, topics),
     }

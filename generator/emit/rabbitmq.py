@@ -14,6 +14,7 @@ import shlex
 import urllib.parse
 from typing import Any
 
+from topo.generator.jsonout import pretty, quoted
 from topo.generator.model import Topology
 from topo.generator.render import render
 from topo.provision.connect import env_setting, without_userinfo
@@ -98,28 +99,28 @@ def _manifests(topology: Topology) -> dict[str, str]:
     queue_names = resource_names(q.name for q in queues)
     return {
         EXCHANGES: render("k8s/rabbitmq/exchanges.yaml.j2", **common, exchanges=[
-            {"resource": exchange_names[e.name], "name": json.dumps(e.name), "type": json.dumps(e.type),
+            {"resource": exchange_names[e.name], "name": quoted(e.name), "type": quoted(e.type),
              "durable": json.dumps(e.durable), "auto_delete": json.dumps(e.auto_delete),
              "arguments": json.dumps(dict(e.arguments), sort_keys=True)}
             for e in exchanges]),
         QUEUES: render("k8s/rabbitmq/queues.yaml.j2", **common, queues=[
             # The operator sets x-queue-type from `type`; the arguments carry the rest.
-            {"resource": queue_names[q.name], "name": json.dumps(q.name), "type": json.dumps(q.queue_type),
+            {"resource": queue_names[q.name], "name": quoted(q.name), "type": quoted(q.queue_type),
              "durable": json.dumps(q.durable), "auto_delete": json.dumps(q.auto_delete),
              "arguments": json.dumps({k: v for k, v in q.arguments.items() if k != "x-queue-type"},
                                      sort_keys=True)}
             for q in queues]),
         BINDINGS: render("k8s/rabbitmq/bindings.yaml.j2", **common, bindings=[
-            {"resource": _binding_resource_name(b), "source": json.dumps(b.source),
-             "destination": json.dumps(b.destination), "destination_type": json.dumps(b.destination_type),
-             "routing_key": json.dumps(b.routing_key), "arguments": json.dumps(dict(b.arguments), sort_keys=True)}
+            {"resource": _binding_resource_name(b), "source": quoted(b.source),
+             "destination": quoted(b.destination), "destination_type": quoted(b.destination_type),
+             "routing_key": quoted(b.routing_key), "arguments": json.dumps(dict(b.arguments), sort_keys=True)}
             for b in bindings]),
     }
 
 
 def emit(topology: Topology) -> dict[str, str]:
     return {
-        DEFINITIONS: json.dumps(definitions(topology, DEFAULT_VHOST), indent=2, sort_keys=True) + "\n",
+        DEFINITIONS: pretty(definitions(topology, DEFAULT_VHOST)),
         SCRIPT: _script(topology),
         **_manifests(topology),
     }
