@@ -89,7 +89,8 @@ def run(group_name: str, topology_path: Path, broker: str | None, concurrency: i
 
 def register_signals(stop: Any) -> None:
     def handle(signum: int, _frame: FrameType | None) -> None:
-        logging.getLogger("topo.runtime").info("signal %d: draining", signum)
+        logging.getLogger("topo.runtime").info("signal %d: draining (send it again to exit at once)", signum)
+        signal.signal(signum, signal.SIG_DFL)  # a second signal is not ignored
         stop()
 
     if threading.current_thread() is threading.main_thread():
@@ -182,6 +183,7 @@ def tail(events: tuple[str, ...], chains: tuple[int, ...], from_beginning: bool,
     ends = None if timeout is None else time.monotonic() + timeout
     try:
         reader.subscribe(Quiet())
+        click.echo(f"tailing {len(topics)} topic(s)", err=True)  # ready: events published from now on are shown
         while not stop.is_set() and (limit is None or shown < limit) and (ends is None or time.monotonic() < ends):
             for delivery in reader.poll(100 if limit is None else min(100, limit - shown), 0.2):
                 click.echo(render(delivery, raw))

@@ -46,8 +46,9 @@ from topo.runtime.transport.base import (
 log = logging.getLogger("topo.runtime")
 
 BUSY_POLL = 0.005  # poll timeout while handlers run: settles their outcomes promptly
-# At max_in_flight the loop stops fetching; only if that lasts this long are the streams paused,
-# because pausing discards the client's prefetch (Kafka) and a brief saturation is normal.
+# Near max_in_flight the loop stops fetching; only if in-flight work stays above the low-water
+# mark this long are the streams paused, because pausing discards the client's prefetch (Kafka)
+# and a brief saturation is normal.
 PAUSE_AFTER = 1.0
 MAX_BATCH = 500  # deliveries taken per poll
 
@@ -91,6 +92,8 @@ class Work:
     outcome: Outcome | None = None
     headers: dict[str, str] | None = None
     delay: float = 0.0
+    duration: float = 0.0  # handler seconds of the successful attempt (for metrics)
+    latency: float = 0.0  # now minus the envelope timestamp at success (for metrics)
 
 
 class Worker(threading.Thread):
@@ -132,7 +135,14 @@ class Worker(threading.Thread):
                 batch = list(self.inbox)
                 self.inbox.clear()
                 sweep, self.sweep = self.sweep, False
-            self.process(batch, sweep)
+            try:
+                self.process(batch, sweep)
+            except BaseException as error:  # a bug, or SystemExit from a handler: stop, never hang
+                log.critical("%s: worker %s crashed: %r; stopping the group", self.runner.group.name, self.name,
+                             error, exc_info=error)
+                self.runner.failure = error
+                self.runner.stop()
+                return
 
     def process(self, batch: Iterable[Work], sweep: bool = False) -> None:
         """Handle `batch` in order, fire due in-place retries, and (sweep) release parked work
@@ -211,7 +221,7 @@ class Worker(threading.Thread):
         plain = runner.plain_store
         # The in-memory store keys on the UUID itself (hashable; formatting it costs more).
         event_id = envelope.event_id if plain is not None else str(envelope.event_id)  # type: ignore[attr-defined]
-        if (plain or runner.store).is_processed(event_id):
+        if (plain if plain is not None else runner.store).is_processed(event_id):
             runner.complete(work, Outcome.DUPLICATE)
             return True
         handler = route.handler
@@ -234,10 +244,10 @@ class Worker(threading.Thread):
                 route.duration.observe(time.perf_counter() - started)
             return self._failed(work, error)
         if route.consumed is not None:
-            finished = time.perf_counter()
-            route.duration.observe(finished - started)
-            route.consumed.inc()
-            route.latency.observe(time.time() - envelope.timestamp.timestamp())  # type: ignore[attr-defined]
+            # Recorded by the loop thread when it settles: metric locks shared by worker threads
+            # would make them take turns on the GIL per event.
+            work.duration = time.perf_counter() - started
+            work.latency = time.time() - envelope.timestamp.timestamp()  # type: ignore[attr-defined]
         runner.complete(work, Outcome.DONE)
         return True
 
@@ -322,11 +332,13 @@ class GroupRunner:
         self.paused: set[StreamId] = set()
         self.high_water = max(1, group.max_in_flight)
         self.low_water = self.high_water // 2
+        self.refill = max(1, min(MAX_BATCH, self.high_water // 4))  # least room worth a fetch
         self._stop = threading.Event()
         self._consumer: ConsumerTransport | None = None
         self._workers: list[Worker] = []
         self.routes = self._routes(handlers)
         self._saturated_since: float | None = None
+        self.failure: BaseException | None = None  # a worker crashed: run() raises it after draining
         self.handled = 0  # settled deliveries (any outcome), for tests and `run_until`
         if metrics is not None:
             metrics.init_group(group)
@@ -394,7 +406,8 @@ class GroupRunner:
 
     def on_assigned(self, streams: Sequence[StreamId]) -> None:
         for stream in streams:
-            self.generations[stream] = self.generations.get(stream, 0) + 1
+            # Revocation already moved the generation on; work dispatched since stays valid.
+            self.generations.setdefault(stream, 0)
             self.in_flight_by_stream.setdefault(stream, 0)
         if self.paused and self._consumer is not None:
             self._consumer.pause(streams)  # newly assigned streams respect the current backpressure
@@ -411,15 +424,21 @@ class GroupRunner:
         self._give_up(streams, commit=False)
 
     def _give_up(self, streams: Sequence[StreamId], commit: bool) -> None:
-        """Finish (up to the shutdown deadline) what runs for `streams`, release the rest."""
+        """Revocation (commit=True): finish the work already dispatched for `streams`, in order,
+        up to the shutdown deadline, and release only what is left then: work given back would
+        come back behind newer messages on RabbitMQ (a requeued message loses its place). Lost
+        streams (commit=False) already belong to another consumer: release at once."""
+        pending = set(streams)
+
+        def busy() -> bool:
+            return any(self.in_flight_by_stream.get(s, 0) for s in pending)
+
+        if commit:
+            self._wait(busy, time.monotonic() + self.shutdown_timeout)
         for stream in streams:
             self.generations[stream] = self.generations.get(stream, 0) + 1
         self._poke_all()
-        deadline = time.monotonic() + self.shutdown_timeout
-        while any(self.in_flight_by_stream.get(s, 0) for s in streams) and time.monotonic() < deadline:
-            self.completed.wait(0.01)
-            self._settle()
-        self._settle()
+        self._wait(busy, time.monotonic() + max(1.0, BUSY_POLL * 10))
         if commit and self._consumer is not None:
             self._consumer.commit()
         for stream in streams:
@@ -427,6 +446,18 @@ class GroupRunner:
             self.paused.discard(stream)
         if self.state is not None and self._consumer is not None:
             self.state.set_assignment(self.group.name, max(0, len(self._consumer.assignment()) - len(streams)))
+
+    def _wait(self, busy: Callable[[], bool], deadline: float) -> None:
+        """Settle outcomes (and fire inline retries) until `busy()` is false or the deadline."""
+        inline = self._inline
+        while True:
+            self._settle()
+            if not busy() or time.monotonic() >= deadline:
+                return
+            if inline is not None and inline.timers and inline.timers[0][0] <= time.monotonic():
+                inline.process(())
+            self.completed.wait(BUSY_POLL)
+            self.completed.clear()
 
     # ------------------------------------------------------------------ the loop
 
@@ -441,12 +472,16 @@ class GroupRunner:
 
     def run(self, until: Callable[[], bool] | None = None, timeout: float | None = None) -> None:
         """Consume until `stop()` (or `until()` is true, or `timeout` seconds), then drain:
-        stop fetching, let running handlers finish within `shutdown_timeout`, settle, commit,
-        and leave the group."""
+        stop fetching, finish the work already fetched within `shutdown_timeout`, settle,
+        commit, and leave the group."""
         options = ConsumeOptions(max_in_flight=self.high_water,
                                  exactly_once=self.group.delivery is DeliveryMode.EXACTLY_ONCE
                                  and self.transport.supports_exactly_once,
                                  client_id=self.client_id)
+        if self.group.delivery is DeliveryMode.EXACTLY_ONCE and not options.exactly_once:
+            log.warning("%s: delivery exactly_once needs Kafka transactions; on %s the group runs at-least-once "
+                        "with dedup (side effects written through context.transaction stay exactly-once)",
+                        self.group.name, self.transport.kind)
         consumer = self._consumer = self.transport.open_consumer(self.group, options)
         self._workers = [Worker(self, index) for index in range(self.concurrency)]
         self._inline = None if self._workers else Worker(self, 0)
@@ -464,6 +499,8 @@ class GroupRunner:
                     break
                 self._iterate(consumer)
             self._drain(consumer)
+            if self.failure is not None:
+                raise RuntimeError(f"consumer group {self.group.name}: a worker crashed") from self.failure
         except Exception as error:
             if self.state is not None:
                 self.state.fail(f"{type(error).__name__}: {error}")
@@ -491,17 +528,22 @@ class GroupRunner:
             inline.process(())
         progressed = self._settle()
         room = self.high_water - self.in_flight
-        if room <= 0:
-            now = time.monotonic()
-            if self._saturated_since is None:
-                self._saturated_since = now
-            elif now - self._saturated_since >= PAUSE_AFTER and not self.paused:
+        if self.in_flight <= self.low_water:
+            self._saturated_since = None
+        elif self._saturated_since is None:
+            self._saturated_since = time.monotonic()
+        if room < self.refill and self.in_flight:
+            # (Nearly) full: wait for a worthwhile amount of room rather than fetching crumbs,
+            # which would make the loop and the workers take turns per event. When in-flight
+            # work has stayed above the low-water mark for PAUSE_AFTER, pause every stream (the
+            # client then serves its connection without fetching) until it falls to low water.
+            if (not self.paused and self._saturated_since is not None
+                    and time.monotonic() - self._saturated_since >= PAUSE_AFTER):
                 self._pause_all(consumer)
             self.completed.wait(BUSY_POLL)
             self.completed.clear()
             deliveries = consumer.poll(0, 0.0)  # serve the connection; nothing new is fetched
         else:
-            self._saturated_since = None
             if self.paused and self.in_flight <= self.low_water:
                 self._resume_all(consumer)
             timeout = 0.0 if self.completions else (BUSY_POLL if self.in_flight else POLL_INTERVAL_MAX)
@@ -564,6 +606,10 @@ class GroupRunner:
             route = work.route
             if outcome is Outcome.DONE:
                 acks.append(delivery)
+                if route is not None and route.consumed is not None:
+                    route.consumed.inc()
+                    route.duration.observe(work.duration)
+                    route.latency.observe(work.latency)
             elif outcome is Outcome.DUPLICATE:
                 acks.append(delivery)
                 if route is not None and route.duplicates is not None:
@@ -611,25 +657,27 @@ class GroupRunner:
             self._paused_gauge.set(0)
 
     def _drain(self, consumer: ConsumerTransport) -> None:
-        """Shutdown: no more fetching; finish running work within the deadline; release the rest."""
-        self.draining = True
+        """Shutdown: no more fetching; finish the work already fetched (in-place retries
+        included) within the deadline; release what is left; commit."""
         if consumer.assignment():
             self._pause_all(consumer)
-        self._poke_all()  # in-place retries waiting for their timer are released now
         deadline = time.monotonic() + self.shutdown_timeout
-        while self.in_flight > 0 and time.monotonic() < deadline:
-            self.completed.wait(BUSY_POLL)
-            self.completed.clear()
-            self._settle()
-            consumer.poll(0, 0.0)
+
+        def busy() -> bool:
+            fetched = consumer.poll(0, 0.0)  # serve the connection; anything still handed out is handled too
+            if fetched:
+                self._dispatch(fetched)
+            return self.in_flight > 0
+
+        self._wait(busy, deadline)
         if self.in_flight > 0:
-            log.warning("%s: %d events still running after the %.0fs shutdown deadline; they will be redelivered",
+            log.warning("%s: %d events unfinished after the %.0fs shutdown deadline; they will be redelivered",
                         self.group.name, self.in_flight, self.shutdown_timeout)
+            self.draining = True
             for stream in list(self.generations):
                 self.generations[stream] += 1
             self._poke_all()
-            time.sleep(BUSY_POLL)
-            self._settle()
+            self._wait(lambda: self.in_flight > 0, time.monotonic() + max(1.0, BUSY_POLL * 10))
         consumer.commit()
 
     @property

@@ -1,16 +1,18 @@
 """Handlers: what a consumer group runs for each event, and what it receives.
 
-A handler is a function `handler(event)` or `handler(event, context)`; `event` is the typed
-envelope (e.g. `BlockNewEvent`, with `.payload` a `BlockNew`). It succeeds by returning and fails
-by raising. Handlers are named in topology.yaml as `module:function` (per group, or per
+A handler is a function `handler(event)` or `handler(event, context)` (plain or `async def`);
+`event` is the typed envelope (e.g. `BlockNewEvent`, with `.payload` a `BlockNew`). It succeeds
+by returning and fails by raising. Handlers are named in topology.yaml as `module:function` (per group, or per
 subscription) or registered in Python with `HandlerRegistry.handler(group, event=None)`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,7 +76,23 @@ def bind(function: Handler, name: str) -> BoundHandler:
     except (TypeError, ValueError):  # builtins without a signature: assume event only
         parameters = []
     wants_context = len(parameters) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in parameters)
+    if inspect.iscoroutinefunction(function):
+        function = run_coroutines(function)
     return BoundHandler(function=function, wants_context=wants_context, name=name)
+
+
+def run_coroutines(function: Callable[..., Coroutine[Any, Any, Any]]) -> Handler:
+    """An `async def` handler, run to completion on an event loop owned by the calling worker
+    thread (one loop per thread, reused), so it may await I/O but never overlaps its key."""
+    local = threading.local()
+
+    def run(*arguments: Any) -> Any:
+        loop: asyncio.AbstractEventLoop | None = getattr(local, "loop", None)
+        if loop is None:
+            loop = local.loop = asyncio.new_event_loop()
+        return loop.run_until_complete(function(*arguments))
+
+    return run
 
 
 class HandlerRegistry:

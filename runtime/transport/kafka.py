@@ -448,7 +448,11 @@ class KafkaTail(ConsumerTransport):
             found = metadata.topics.get(topic)
             if found is None or found.error is not None:
                 raise TransportError(f"kafka: topic {topic} does not exist; run `topo apply`")
-            partitions += [TopicPartition(topic, p, self.start) for p in sorted(found.partitions)]
+            for index in sorted(found.partitions):
+                partition = TopicPartition(topic, index, self.start)
+                if self.start == OFFSET_END:  # resolve now, so "ready" means nothing later is missed
+                    partition.offset = self.consumer.get_watermark_offsets(partition, timeout=10)[1]
+                partitions.append(partition)
         self.consumer.assign(partitions)
         self.streams = [(p.topic, p.partition) for p in partitions]
         listener.on_assigned(self.streams)

@@ -31,7 +31,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, NoReturn
 
 import pika
@@ -65,6 +65,8 @@ EVENT_ID_HEADER = "x-topo-event-id"
 BROKER_DEATH_HEADERS = ("x-death", "x-first-death-exchange", "x-first-death-queue", "x-first-death-reason",
                         "x-last-death-exchange", "x-last-death-queue", "x-last-death-reason")
 TAIL_PREFETCH = 500
+HAND_OVER_QUIET = 0.25  # seconds without deliveries before an idle queue is handed over
+HAND_OVER_TIMEOUT = 30.0  # a hand-over still waiting for handlers after this is abandoned (retried later)
 CONNECT_TIMEOUT = 15.0
 _counter = itertools.count(1)
 
@@ -523,6 +525,9 @@ class _BlockingConsumer(ConsumerTransport):
         """Hook: drop the record of consumed streams after the connection died."""
 
     def _lose_from(self, error: BaseException, doing: str) -> NoReturn:
+        if isinstance(error, pika.exceptions.AMQPChannelError) and self._connection.is_open:
+            # One channel failed, the connection lives: report it without giving up every stream.
+            raise TransportError(f"{where(self._params)}: {doing} failed: {describe(error)}") from error
         try:
             self._lose(error)
         except TransportError as lost:
@@ -556,16 +561,33 @@ class _Subscription:
     channel: Any
     tag: str
     cancelled: bool = False  # the broker cancelled the consumer (queue deleted)
+    unsettled: int = 0  # handed to the core and not settled yet
+    # Delivery tags in arrival order and those settled since: acks go out as one `multiple` ack
+    # for the settled prefix (one frame and one socket write per batch instead of per message)
+    # plus single acks for settled tags behind a still-open one.
+    delivered: deque[int] = field(default_factory=deque)
+    settled: set[int] = field(default_factory=set)
+    last_delivery: float = 0.0  # monotonic time of the last delivery received (or of subscribing)
+    # Hand-over in progress (ordered groups): acks are held back so that the broker, once the
+    # prefetch window is full, sends nothing more; see RabbitMQConsumer._try_hand_over.
+    draining_since: float | None = None
+    held_acks: list[int] = field(default_factory=list)
 
 
 class RabbitMQConsumer(_BlockingConsumer):
     """One member of a consumer group.
 
-    Each work queue is consumed on a channel of its own (prefetch is per consumer, and closing one
-    channel returns exactly that queue's unacknowledged messages, atomically and in their original
-    order). Unordered groups consume every work queue as competing consumers. Ordered groups
-    (single-active-consumer queues) consume the share `rabbitmq_members.Membership` assigns and
-    hand queues over when processes join or leave.
+    Each work queue is consumed on a channel of its own (prefetch is per consumer; delivery tags
+    and closing are per queue). Unordered groups consume every work queue as competing consumers.
+    Ordered groups (single-active-consumer queues) consume the share
+    `rabbitmq_members.Membership` assigns and hand queues over when processes join or leave.
+
+    Hand-over without reordering: RabbitMQ 3.10 activates the next single-active consumer as soon
+    as the current one cancels, and messages the old consumer still held come back *after* what
+    the new one was already sent. So a queue is only given away once this process holds nothing
+    unsettled from it: acks are held back (the broker stops sending when the prefetch window is
+    full, or the queue is empty), every delivery is handled, then `on_revoked`, `basic.cancel`,
+    the held acks, and the channel is closed.
     """
 
     def __init__(self, params: pika.URLParameters, topology: Topology, group: ConsumerGroup,
@@ -582,7 +604,6 @@ class RabbitMQConsumer(_BlockingConsumer):
             self._tag_prefix += f".{options.client_id}"
         self._generation = itertools.count(1)
         self._subscriptions: dict[int, _Subscription] = {}
-        self._revoking: set[StreamId] = set()  # releases of these wait for their channel to close
         self._released: dict[StreamId, list[Delivery]] = {}  # nacked at the next poll, in order
         self._closing = False
         self._wanted: set[int] = set()
@@ -619,6 +640,8 @@ class RabbitMQConsumer(_BlockingConsumer):
         for index, subscription in list(self._subscriptions.items()):
             if subscription.cancelled or not subscription.channel.is_open:
                 self._drop(index, lost=True)
+            elif subscription.draining_since is not None:
+                self._try_hand_over(index, subscription)
         if self._membership is not None and self._membership.due():
             self._rebalance()
         elif len(self._subscriptions) < len(self._wanted):
@@ -632,8 +655,12 @@ class RabbitMQConsumer(_BlockingConsumer):
         except AMQP_ERRORS as error:
             self._lose_from(error, f"agreeing on work queues of group {self._group.name}")
         self._wanted = set(wanted)
-        for index in sorted(set(self._subscriptions) - self._wanted):
-            self._hand_over(index)
+        now = time.monotonic()
+        for index, subscription in self._subscriptions.items():
+            if index not in self._wanted and subscription.draining_since is None:
+                subscription.draining_since = now
+            elif index in self._wanted and subscription.draining_since is not None:
+                self._stop_draining(subscription)  # wanted again before it was handed over
         for index in sorted(self._wanted - set(self._subscriptions)):
             self._consume(index)
 
@@ -652,10 +679,14 @@ class RabbitMQConsumer(_BlockingConsumer):
                                  f"{self._group.name}: {describe(error)}{hint}") from error
         except AMQP_ERRORS as error:
             self._lose_from(error, f"consuming queue {queue!r}")
-        self._subscriptions[index] = _Subscription((queue, index), channel, tag)
+        self._subscriptions[index] = _Subscription((queue, index), channel, tag, last_delivery=time.monotonic())
         self._announce.append((queue, index))
 
     def _on_message(self, queue: str, index: int, channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        subscription = self._subscriptions.get(index)
+        if subscription is not None and subscription.channel is channel:
+            subscription.last_delivery = time.monotonic()
+            subscription.delivered.append(method.delivery_tag)
         self._buffer.append(make_delivery(queue, index, channel, method, properties, body, self._key_header))
 
     def _on_cancelled(self, index: int, tag: str, _frame: Any) -> None:
@@ -663,18 +694,59 @@ class RabbitMQConsumer(_BlockingConsumer):
         if subscription is not None and subscription.tag == tag:
             subscription.cancelled = True
 
-    def _hand_over(self, index: int) -> None:
-        """Give a queue to the next process: the core finishes the stream's work, then closing the
-        channel returns every unacked message of the queue in its original order, and
-        single-active-consumer activates the next consumer, which receives those first."""
-        stream = self._subscriptions[index].stream
-        self._revoking.add(stream)
+    def _delivered(self, batch: list[Delivery]) -> None:
+        for delivery in batch:
+            subscription = self._subscriptions.get(delivery.partition)
+            if subscription is not None and subscription.channel is _channel_of(delivery):
+                subscription.unsettled += 1
+
+    def _settled(self, delivery: Delivery) -> _Subscription | None:
+        """Count a delivery as settled; returns its subscription if that is still current."""
+        subscription = self._subscriptions.get(delivery.partition)
+        if subscription is None or subscription.channel is not _channel_of(delivery):
+            return None
+        subscription.unsettled = max(0, subscription.unsettled - 1)
+        return subscription
+
+    def _try_hand_over(self, index: int, subscription: _Subscription) -> None:
+        channel = subscription.channel
+        busy = (subscription.unsettled > 0 or subscription.stream in self._released
+                or any(_channel_of(d) is channel for d in self._buffer))
+        now = time.monotonic()
+        if busy:
+            assert subscription.draining_since is not None
+            if now - subscription.draining_since > HAND_OVER_TIMEOUT:
+                self._stop_draining(subscription)  # slow handlers: keep the queue, try again later
+            return
+        # While the window is not full the broker may still send: wait for a quiet moment. Quiet
+        # with messages ready means this consumer is not the active one, unless it held some (then
+        # it is, and the broker is about to send more).
+        if len(subscription.held_acks) < self._prefetch and (
+                now - subscription.last_delivery < HAND_OVER_QUIET
+                or (subscription.held_acks and self._ready_messages(channel, index) > 0)):
+            return
+        if self._listener is not None:
+            self._listener.on_revoked([subscription.stream])
         try:
-            if self._listener is not None:
-                self._listener.on_revoked([stream])
-        finally:
-            self._revoking.discard(stream)
-            self._drop(index, lost=False)
+            channel.basic_cancel(subscription.tag)
+        except pika.exceptions.AMQPChannelError:
+            pass  # closed meanwhile: _drop below; the broker returns what was unacked
+        except AMQP_ERRORS as error:
+            self._lose_from(error, f"handing over queue {subscription.stream[0]!r}")
+        self._stop_draining(subscription)  # the held acks, now that nothing more can arrive
+        self._drop(index, lost=False)
+
+    def _ready_messages(self, channel: Any, index: int) -> int:
+        try:
+            return int(channel.queue_declare(self._queues[index], passive=True).method.message_count)
+        except AMQP_ERRORS:
+            return 0  # the channel died: _maintain notices and treats the stream as lost
+
+    def _stop_draining(self, subscription: _Subscription) -> None:
+        subscription.draining_since = None
+        held, subscription.held_acks = subscription.held_acks, []
+        if held:
+            self._send_acks(subscription, held, "ack")
 
     def _drop(self, index: int, lost: bool) -> None:
         subscription = self._subscriptions.pop(index)
@@ -691,8 +763,44 @@ class RabbitMQConsumer(_BlockingConsumer):
 
     def ack(self, deliveries: Iterable[Delivery]) -> None:
         self._check_usable()
+        self._ack(deliveries, "ack")
+
+    def _ack(self, deliveries: Iterable[Delivery], doing: str) -> None:
+        tags: dict[int, list[int]] = {}
         for delivery in deliveries:
-            self._on_channel(delivery, "basic_ack", "ack")
+            subscription = self._settled(delivery)
+            if subscription is None:
+                continue  # its channel closed: the broker already returned it for redelivery
+            if subscription.draining_since is not None:
+                subscription.held_acks.append(delivery.offset)
+            else:
+                tags.setdefault(delivery.partition, []).append(delivery.offset)
+        for index, settled in tags.items():
+            self._send_acks(self._subscriptions[index], settled, doing)
+
+    def _send_acks(self, subscription: _Subscription, tags: list[int], doing: str) -> None:
+        """Ack `tags`: one `multiple` ack up to the end of the settled prefix of the arrival
+        order, single acks for the rest. A multiple ack never covers an unsettled delivery."""
+        now = set(tags)
+        delivered, settled = subscription.delivered, subscription.settled
+        settled.update(now)
+        upto = 0
+        while delivered and delivered[0] in settled:
+            tag = delivered.popleft()
+            settled.discard(tag)
+            if tag in now:
+                upto = tag
+                now.discard(tag)
+        channel = subscription.channel
+        try:
+            if upto:
+                channel.basic_ack(upto, multiple=True)
+            for tag in sorted(now):  # behind an unsettled delivery: stay in `settled` until it is
+                channel.basic_ack(tag)
+        except pika.exceptions.AMQPChannelError:
+            pass  # the channel closed: the broker returns its messages; poll() reports the lost stream
+        except AMQP_ERRORS as error:
+            self._lose_from(error, doing)
 
     def _on_channel(self, delivery: Delivery, method: str, doing: str, **arguments: Any) -> None:
         channel = _channel_of(delivery)
@@ -706,25 +814,27 @@ class RabbitMQConsumer(_BlockingConsumer):
             self._lose_from(error, doing)
 
     def release(self, deliveries: Iterable[Delivery]) -> None:
-        """Deferred: a stream being handed over or closed gets its messages back, in order, from
-        the channel close; otherwise they are nacked at the next poll together with the stream's
-        deliveries not yet handed out, so they come back in their original order."""
+        """Nacked (requeue) at the next poll, together with the stream's deliveries not handed out
+        yet, so they come back in their original order; on close, the connection close returns
+        them instead."""
         if self._broken is not None:
             return  # the broker already requeued everything unacked on the lost connection
         for delivery in deliveries:
-            stream = delivery.stream
-            if stream in self._revoking or self._closing:
-                continue
-            self._released.setdefault(stream, []).append(delivery)
+            self._settled(delivery)
+            if not self._closing:
+                self._released.setdefault(delivery.stream, []).append(delivery)
 
     def _nack_released(self) -> None:
         released, self._released = self._released, {}
-        for stream, deliveries in released.items():
+        for deliveries in released.values():
             channels = {id(_channel_of(d)) for d in deliveries}
-            held_back = [d for d in self._buffer if d.stream == stream and id(_channel_of(d)) in channels]
+            held_back = [d for d in self._buffer if id(_channel_of(d)) in channels]
             if held_back:
-                self._buffer = deque(d for d in self._buffer if not (d.stream == stream and d in held_back))
+                self._buffer = deque(d for d in self._buffer if id(_channel_of(d)) not in channels)
             for delivery in [*sorted(deliveries, key=lambda d: d.offset), *held_back]:
+                subscription = self._subscriptions.get(delivery.partition)
+                if subscription is not None and subscription.channel is _channel_of(delivery):
+                    subscription.settled.add(delivery.offset)  # no longer outstanding at the broker
                 self._on_channel(delivery, "basic_nack", "release", requeue=True)
 
     def retry_later(self, delivery: Delivery, delay_seconds: float, headers: Mapping[str, str]) -> None:
@@ -759,7 +869,7 @@ class RabbitMQConsumer(_BlockingConsumer):
             timestamp=getattr(original, "timestamp", None),
         )
         self._confirmed_publish("", queue, delivery.body, properties, f"copy to queue {queue!r}")
-        self._on_channel(delivery, "basic_ack", f"ack after copy to {queue!r}")
+        self._ack([delivery], f"ack after copy to {queue!r}")
 
     def _confirmed_publish(self, exchange: str, routing_key: str, body: bytes, properties: pika.BasicProperties,
                            what: str) -> None:
@@ -808,11 +918,14 @@ class RabbitMQConsumer(_BlockingConsumer):
             raise outcome[0]
 
     def close(self) -> None:
+        # The core drained before closing; no on_revoked here (it would wait for that work again).
+        # Closing the connection returns every unacked message, including deliveries released
+        # since the last poll; acks held back by a hand-over are sent first.
+        self._closing = True
         if self._broken is None:
-            self._closing = True  # releases from on_revoked are returned by closing the channels
-            streams = self.assignment()
-            if streams and self._listener is not None:
-                self._listener.on_revoked(streams)
+            for subscription in self._subscriptions.values():
+                with contextlib.suppress(TransportError):
+                    self._stop_draining(subscription)
         self._subscriptions.clear()
         self._close_connection()
 

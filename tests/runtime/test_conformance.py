@@ -62,7 +62,11 @@ def test_every_event_reaches_every_subscribed_group(make_bus: Callable[..., Bus]
 
         consumer.register(group, handle)
         runner = consumer.runner(group)
-        threads.append(run_in_thread(runner, settled(runner, lambda g=group, w=want: len(seen[g]) >= w), 120))
+
+        def enough(group: str = group, want: int = want) -> bool:
+            return len(seen[group]) >= want
+
+        threads.append(run_in_thread(runner, settled(runner, enough), 120))
     for thread in threads:
         thread.join(150)
     for group, events in subscriptions.items():
@@ -197,3 +201,115 @@ def test_an_ordered_key_waits_for_its_retry_while_other_keys_flow(make_bus: Call
     assert len(others) == 20
     assert max(others) < slow[0][1], "other keys waited for the retrying key"
     assert slow[0][1] - min(others) >= 0.5  # the retry came about 1 s later
+
+
+def test_exactly_once_group_commits_offsets_and_copies_in_transactions(make_bus: Callable[..., Bus],
+                                                                       transport_kind: str) -> None:
+    if transport_kind != "kafka":
+        pytest.skip("exactly-once is Kafka's (transactions); other transports run such groups at-least-once")
+    bus = make_bus(groups={"gamma": {"delivery": "exactly_once"}}, retry_initial="100ms")
+    runtime = bus.runtime()
+    for seq in range(50):
+        publish_token(runtime, f"t{seq % 5}", seq, note="fail" if seq == 7 else None)
+    assert runtime.publisher().flush(30) == 0
+    handled: list[int] = []
+
+    def handle(event: Any) -> None:
+        if event.payload.note == "fail":
+            raise RuntimeError("always")
+        handled.append(event.payload.seq)
+
+    runtime.register("gamma", handle)
+    runner = runtime.runner("gamma")
+    runner.run(until=settled(runner, lambda: runner.handled >= 53), timeout=60)  # 49 + 3 retries + dead letter
+    assert sorted(handled) == [s for s in range(50) if s != 7]
+    reader = runtime.transport.open_dead_letters(bus.topology.group("gamma"))
+    letters = reader.browse(10, 10)  # read_committed: visible only because the transaction committed
+    reader.close()
+    assert [letter.headers[H.ATTEMPT] for letter in letters] == ["4"]
+    again = bus.runtime()
+    late: list[Any] = []
+    again.register("gamma", late.append)
+    second = again.runner("gamma")
+    assigned: list[float] = []
+
+    def settled_a_while() -> bool:
+        if second.generations and not assigned:
+            assigned.append(time.monotonic())
+        return bool(assigned) and time.monotonic() - assigned[0] > 1.5
+
+    second.run(until=settled_a_while, timeout=30)
+    assert assigned, "the second consumer was never assigned partitions"
+    assert late == [], "offsets committed in the transactions: nothing is redelivered"
+
+
+def test_metrics_count_every_outcome(make_bus: Callable[..., Bus]) -> None:
+    from topo.runtime.metrics import RuntimeMetrics
+
+    bus = make_bus(retry_initial="100ms")
+    metrics = RuntimeMetrics(bus.topology)
+    runtime = bus.runtime(metrics=metrics)
+    module = runtime.classes.module
+    identity = uuid.uuid4()
+    for _ in range(2):
+        runtime.publisher().publish(module.TokenMoved(chain_id=1, token="a", seq=1), event_id=identity)
+    runtime.publisher().publish(module.TokenMoved(chain_id=1, token="b", seq=2, note="flaky"))
+    raw = runtime.transport.open_publisher("test")
+    raw.publish(bus.topology.event_topic("token.moved", 1), "c", b"{}")
+    assert raw.flush(30) == 0 and runtime.publisher().flush(30) == 0
+    raw.close()
+    failures: list[int] = []
+
+    def handle(event: Any) -> None:
+        if event.payload.note == "flaky" and not failures:
+            failures.append(1)
+            raise RuntimeError("once")
+
+    runtime.register("gamma", handle)
+    runner = runtime.runner("gamma")
+    runner.run(until=settled(runner, lambda: runner.handled >= 5), timeout=60)
+
+    def value(name: str, **labels: str) -> float:
+        found = metrics.registry.get_sample_value(name, {"group": "gamma", "event_type": "token.moved",
+                                                         "chain_id": "1", **labels})
+        return found or 0.0
+
+    assert value("topo_events_published_total") == 0  # publisher labels carry no group
+    assert metrics.registry.get_sample_value("topo_events_published_total",
+                                             {"event_type": "token.moved", "chain_id": "1"}) == 3
+    assert value("topo_events_consumed_total") == 2
+    assert value("topo_events_duplicates_total") == 1
+    assert value("topo_events_failed_total") == 1
+    assert value("topo_events_retried_total") == 1
+    assert value("topo_events_dead_lettered_total", reason="poison") == 1
+    assert value("topo_handler_duration_seconds_count") == 3
+    assert metrics.registry.get_sample_value("topo_in_flight_events", {"group": "gamma"}) == 0
+    assert (metrics.registry.get_sample_value("topo_consumer_last_progress_timestamp_seconds", {"group": "gamma"})
+            or 0) > time.time() - 60
+
+
+def test_a_slow_handler_is_bounded_by_max_in_flight_and_pauses_streams(make_bus: Callable[..., Bus]) -> None:
+    bus = make_bus()
+    runtime = bus.runtime()
+    for seq in range(300):
+        publish_tx(bus, runtime, f"k{seq % 8}", seq)
+    assert runtime.publisher().flush(30) == 0
+    runner_box: list[GroupRunner] = []
+    peaks: list[int] = []
+    paused: list[bool] = []
+    handled: list[int] = []
+
+    def handle(event: Any) -> None:
+        runner = runner_box[0]
+        peaks.append(runner.in_flight)
+        paused.append(bool(runner.paused_streams))
+        time.sleep(0.01)
+        handled.append(event.payload.seq)
+
+    runtime.register("alpha", handle)
+    runner = runtime.runner("alpha", concurrency=1)  # alpha: max_in_flight 64
+    runner_box.append(runner)
+    runner.run(until=settled(runner, lambda: len(handled) >= 300), timeout=90)
+    assert sorted(handled) == list(range(300))
+    assert max(peaks) <= bus.topology.group("alpha").max_in_flight
+    assert any(paused), "a saturation lasting over a second paused the streams"

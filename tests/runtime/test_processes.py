@@ -80,11 +80,12 @@ def test_two_processes_keep_per_key_order(make_bus: Callable[..., Bus], tmp_path
     handled = rows(state)
     assert {r[1] for r in handled} == ids and len(handled) == len(ids)
     assert len({r[4] for r in handled}) == 2, "both processes handled events"
-    by_key: dict[str, list[int]] = defaultdict(list)
-    for _, _, key, seq, _ in handled:
-        by_key[key].append(seq)
-    for key, seqs in by_key.items():
-        assert seqs == sorted(seqs), f"key {key} handled out of order"
+    by_key: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for _, _, key, seq, pid in handled:
+        by_key[key].append((seq, pid))
+    for key, handled_by in by_key.items():
+        seqs = [seq for seq, _ in handled_by]
+        assert seqs == sorted(seqs), f"key {key} handled out of order: (seq, pid) {handled_by}"
 
 
 def test_kill_9_then_restart_loses_nothing_and_repeats_no_side_effect(make_bus: Callable[..., Bus],

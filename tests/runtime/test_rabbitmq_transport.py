@@ -28,6 +28,7 @@ from topo.runtime.transport.base import (
 )
 from topo.runtime.transport.rabbitmq import RabbitHandle, RabbitMQTransport
 from topo.runtime.transport.rabbitmq_declare import declare
+from topo.runtime.transport.rabbitmq_members import share
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -396,3 +397,112 @@ def test_missing_queues_are_named(env: Env, unique_name: str) -> None:
     env.closers.append(consumer.close)
     with pytest.raises(TransportError, match="topo apply"):
         consumer.subscribe(Recorder())
+
+
+# --------------------------------------------------------------------------- scaling out (ordered groups)
+
+
+def test_share_splits_queues_by_rank() -> None:
+    assert share([0], 0, 3) == [0, 1, 2]
+    assert share([0, 1], 0, 3) == [0, 2] and share([0, 1], 1, 3) == [1]
+    assert share([0, 4, 7], 7, 3) == [2]  # ranks, not slot numbers
+    assert share([0, 1, 2, 3], 3, 3) == []  # more processes than queues: a standby
+
+
+def test_a_second_member_takes_over_queues_without_reordering_keys(env: Env) -> None:
+    publisher = env.publisher()
+    keys = [str(k) for k in range(20)]
+    total = 600
+    for n in range(total):
+        key = keys[n % len(keys)]
+        publisher.publish(env.topology.event_topic("block.new", 1), key, json.dumps({"number": n}).encode())
+    assert publisher.flush(30) == 0
+
+    first, first_listener = env.consumer("ledger", max_in_flight=20)
+    handled: list[tuple[str, str, int]] = []  # (member, key, number) in handling order
+
+    def step(name: str, consumer: ConsumerTransport, most: int = 50) -> None:
+        batch = consumer.poll(most, 0.05)
+        handled.extend((name, str(d.key), json.loads(d.body)["number"]) for d in batch)
+        consumer.ack(batch)
+
+    while len(handled) < 100:
+        step("first", first)
+    second, second_listener = env.consumer("ledger", max_in_flight=20)
+    deadline = time.monotonic() + 30
+    while not first_listener.revoked:  # slow handling: the queue is handed over mid-stream
+        assert time.monotonic() < deadline, "the first member never handed a queue over"
+        step("first", first, 1)
+        step("second", second, 1)
+    deadline = time.monotonic() + 60
+    while len({n for _, _, n in handled}) < total:
+        assert time.monotonic() < deadline, f"handled {len(handled)} of {total}"
+        step("first", first)
+        step("second", second)
+    assert {member for member, _, _ in handled} == {"first", "second"}
+    assert first_listener.revoked and set(first_listener.revoked) <= set(second_listener.assigned)
+    for key in keys:
+        numbers = [n for _, k, n in handled if k == key]
+        assert numbers == sorted(numbers), f"key {key} out of order"
+    everything = [(q, i) for i, q in enumerate(env.topology.group("ledger").rabbitmq.queues)]
+    assert sorted(first.assignment() + second.assignment()) == everything
+
+    second.close()  # its slot is freed with its connection: the first member takes every queue again
+    deadline = time.monotonic() + 15
+    while first.assignment() != everything:
+        assert time.monotonic() < deadline, f"the first member kept only {first.assignment()}"
+        step("first", first)
+
+
+def test_handler_threads_publish_through_the_loop_thread(env: Env) -> None:
+    import threading
+
+    consumer, _ = env.consumer()
+    errors: list[BaseException] = []
+
+    def handler() -> None:
+        try:
+            consumer.publish(env.topology.event_topic("order.placed", 2), "frank", b'{"n": 2}')
+        except BaseException as error:
+            errors.append(error)
+
+    worker = threading.Thread(target=handler)
+    worker.start()
+    [delivery] = poll_until(consumer, 1)  # the loop thread keeps polling; the publish runs inside
+    worker.join(5)
+    assert not errors and delivery.key == "frank" and delivery.topic == "order.placed.2"
+
+
+def test_release_brings_deliveries_back_in_their_original_order(env: Env) -> None:
+    env.publish([order("alice", n) for n in range(6)])
+    consumer, _ = env.consumer(max_in_flight=30)
+    deadline = time.monotonic() + 5
+    first: list[Delivery] = []
+    while len(first) < 2:  # the other four wait in the transport's buffer
+        assert time.monotonic() < deadline
+        first.extend(consumer.poll(2 - len(first), 0.1))
+    consumer.release(first)
+    again = poll_until(consumer, 6)
+    assert [json.loads(d.body)["n"] for d in again] == [0, 1, 2, 3, 4, 5]
+    consumer.ack(again)
+
+
+def test_an_unreachable_broker_is_named_without_credentials(env: Env) -> None:
+    transport = RabbitMQTransport(env.topology, url="amqp://someone:secret@127.0.0.1:1/%2F")
+    with pytest.raises(TransportError, match=r"127\.0\.0\.1:1\b") as publisher_error:
+        transport.open_publisher("test")
+    with pytest.raises(TransportError, match="RABBITMQ_URL") as consumer_error:
+        transport.open_consumer(env.workers, ConsumeOptions(max_in_flight=10))
+    assert "secret" not in str(publisher_error.value) + str(consumer_error.value)
+
+
+def test_out_of_order_acks_ack_each_message_once(env: Env) -> None:
+    env.publish([order("alice", n) for n in range(4)])
+    consumer, listener = env.consumer()
+    d1, d2, d3, d4 = poll_until(consumer, 4)
+    for batch in ([d2, d4], [d1], [d3]):
+        consumer.ack(batch)
+    consumer.poll(10, 0.3)  # an unknown or twice-acked tag would close the channel (406) by now
+    assert listener.lost == [] and len(consumer.assignment()) == 3
+    consumer.close()
+    assert env.queue_depth(d1.source) == 0

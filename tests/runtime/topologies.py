@@ -65,7 +65,8 @@ def kafka_topic_names(topology: Topology) -> dict[str, int]:
 
 def provision_kafka(topology: Topology, bootstrap: str) -> list[str]:
     """Create every topic the topology needs; returns their names (for deletion)."""
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import NewTopic
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     wanted = kafka_topic_names(topology)
