@@ -26,7 +26,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy -p topo -p dev
+	$(BIN)/mypy -p topo -p dev -p bench
 
 brokers-up:
 	$(PYTHON) dev/brokers.py up $(BROKERS)

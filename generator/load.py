@@ -237,8 +237,8 @@ def parse_text(source: str, file: str) -> tuple[Document | None, list[Diagnostic
         return None, [_syntax_error(file, source, exc)]
     if root is None:
         return None, [Diagnostic("error", file, 1, 1, "the topology file is empty",
-                                 "start from the example in docs/topology.md: `version: 1`, `name:`, `chains:`, "
-                                 "`events:`")]
+                                 "start from the README's minimal topology: `version: 1`, `name:`, "
+                                 "`chains:`, `events:`")]
     builder = _Builder(file, source)
     try:
         builder.document.data = builder.build(root, ())

@@ -1,7 +1,7 @@
 """Connection settings for the provisioning clients, taken from the model's `${VAR}` references.
 
 Everything is expanded from the environment when a command runs; nothing here is written to a
-file. TLS and SASL material comes only from the environment (see docs/provisioning.md).
+file. TLS and SASL material comes only from the environment (see README, "Provisioning the brokers").
 """
 
 from __future__ import annotations
