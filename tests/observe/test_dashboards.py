@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,9 @@ from topo.generator.model import BrokerKind, Topology
 
 from .support import REPO
 
-KEDA_CRD = Path("/work/shared/crds/keda-scaledobject.crd.yaml")
+# The CRDs live in shared/ beside the repository (TOPO_CRDS_DIR overrides).
+CRDS = Path(os.environ.get("TOPO_CRDS_DIR", Path(__file__).resolve().parents[3] / "shared" / "crds"))
+KEDA_CRD = CRDS / "keda-scaledobject.crd.yaml"
 PANEL_TYPES = {"timeseries", "stat"}
 GRAFANA_UNITS = {"none", "short", "s", "ops", "percentunit", "bool_yes_no"}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -22,7 +23,8 @@ from topo.generator.model import Topology
 from topo.generator.resolve import resolve
 from topo.provision.desired import kafka_topics
 
-CRDS = Path("/work/shared/crds")
+# The CRDs live in shared/ beside the repository (TOPO_CRDS_DIR overrides).
+CRDS = Path(os.environ.get("TOPO_CRDS_DIR", Path(__file__).resolve().parents[3] / "shared" / "crds"))
 CRD_FILES = {
     ("kafka.strimzi.io", "KafkaTopic"): "strimzi-kafkatopic.crd.yaml",
     ("rabbitmq.com", "Exchange"): "rabbitmq-exchanges.crd.yaml",
