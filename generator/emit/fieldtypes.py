@@ -78,35 +78,40 @@ def enum_class_name(owner: str, field: PayloadField) -> str:
     return f"{owner}{pascal(field.name)}"
 
 
-def _scalar_constraints(field: PayloadField) -> dict[str, Any]:
-    constraints: dict[str, Any] = {}
-    if field.minimum is not None:
-        constraints["ge"] = field.minimum
-    if field.maximum is not None:
-        constraints["le"] = field.maximum
+# Constraints as (model attribute, pydantic Field keyword, JSON Schema keyword), by the kind of
+# value they constrain: one table, so both spellings always agree.
+Constraint = tuple[str, str, str]
+NUMBER_CONSTRAINTS: tuple[Constraint, ...] = (("minimum", "ge", "minimum"), ("maximum", "le", "maximum"))
+STRING_CONSTRAINTS: tuple[Constraint, ...] = (("min_length", "min_length", "minLength"),
+                                              ("max_length", "max_length", "maxLength"),
+                                              ("pattern", "pattern", "pattern"))
+ARRAY_CONSTRAINTS: tuple[Constraint, ...] = (("min_length", "min_length", "minItems"),
+                                             ("max_length", "max_length", "maxItems"))
+
+
+def constraints_of(field: PayloadField) -> tuple[Constraint, ...]:
+    if field.type is FieldType.ARRAY:
+        return ARRAY_CONSTRAINTS
     if field.type is FieldType.STRING:
-        if field.min_length is not None:
-            constraints["min_length"] = field.min_length
-        if field.max_length is not None:
-            constraints["max_length"] = field.max_length
-        if field.pattern is not None:
-            constraints["pattern"] = field.pattern
-    return constraints
+        return NUMBER_CONSTRAINTS + STRING_CONSTRAINTS
+    return () if field.type is FieldType.ENUM else NUMBER_CONSTRAINTS
+
+
+def spelled_constraints(field: PayloadField, json_schema: bool) -> dict[str, Any]:
+    return {(json_keyword if json_schema else pydantic_keyword): getattr(field, attribute)
+            for attribute, pydantic_keyword, json_keyword in constraints_of(field)
+            if getattr(field, attribute) is not None}
 
 
 def python_spelling(owner: str, field: PayloadField) -> PythonSpelling:
+    constraints = spelled_constraints(field, json_schema=False)
     if field.type is FieldType.ENUM:
-        return PythonSpelling(enum_class_name(owner, field), {})
+        return PythonSpelling(enum_class_name(owner, field), constraints)
     if field.type is FieldType.ARRAY:
         assert field.items is not None
         item = enum_class_name(owner, field) if field.items is FieldType.ENUM else PYTHON_BASE[field.items]
-        constraints: dict[str, Any] = {}
-        if field.min_length is not None:
-            constraints["min_length"] = field.min_length
-        if field.max_length is not None:
-            constraints["max_length"] = field.max_length
         return PythonSpelling(f"tuple[{item}, ...]", constraints)
-    return PythonSpelling(PYTHON_BASE[field.type], _scalar_constraints(field))
+    return PythonSpelling(PYTHON_BASE[field.type], constraints)
 
 
 def json_schema(field: PayloadField) -> dict[str, Any]:
@@ -118,23 +123,9 @@ def json_schema(field: PayloadField) -> dict[str, Any]:
         items = ({"type": "string", "enum": list(field.item_values)} if field.items is FieldType.ENUM
                  else dict(JSON_BASE[field.items]))
         schema = {"type": "array", "items": items}
-        if field.min_length is not None:
-            schema["minItems"] = field.min_length
-        if field.max_length is not None:
-            schema["maxItems"] = field.max_length
     else:
         schema = dict(JSON_BASE[field.type])
-        if field.minimum is not None:
-            schema["minimum"] = field.minimum
-        if field.maximum is not None:
-            schema["maximum"] = field.maximum
-        if field.type is FieldType.STRING:
-            if field.min_length is not None:
-                schema["minLength"] = field.min_length
-            if field.max_length is not None:
-                schema["maxLength"] = field.max_length
-            if field.pattern is not None:
-                schema["pattern"] = field.pattern
+    schema.update(spelled_constraints(field, json_schema=True))
     if field.description:
         schema["description"] = field.description
     if not field.required:
