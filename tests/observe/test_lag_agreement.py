@@ -50,6 +50,7 @@ def kafka_tool(bootstrap: str, group_id: str) -> list[dict[str, str]]:
     paths = brokers.KafkaPaths.current()
     argv = ["java", "-cp", str(paths.lib / "*"),
             f"-Dlog4j2.configurationFile={brokers.DEV_DIR / 'kafka' / 'log4j2.properties'}",
+            f"-Dkafka.logs.dir={paths.logs}",  # the config's file appenders write there
             CONSUMER_GROUP_COMMAND, "--bootstrap-server", bootstrap, "--describe", "--group", group_id]
     output = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=True).stdout
     lines = [line.split() for line in output.splitlines() if line.strip()]
