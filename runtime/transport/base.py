@@ -99,7 +99,8 @@ class AssignmentListener(Protocol):
     `ConsumerTransport.poll()`.
 
     `on_revoked` is called BEFORE the streams are given away (Kafka: in the rebalance callback,
-    before the cooperative revocation completes; RabbitMQ: before a consumer is cancelled).
+    before the cooperative revocation completes; RabbitMQ: before the channel of a handed-over
+    queue closes, once the core has settled everything of that queue and the consumer is cancelled).
     The core finishes or abandons the in-flight work of those streams and calls `ack` for the
     finished ones before returning; the transport then commits synchronously (Kafka) before it
     lets the revocation proceed. `on_lost` is the same, for streams already taken away (Kafka

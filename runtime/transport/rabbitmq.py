@@ -66,7 +66,9 @@ BROKER_DEATH_HEADERS = ("x-death", "x-first-death-exchange", "x-first-death-queu
                         "x-last-death-exchange", "x-last-death-queue", "x-last-death-reason")
 TAIL_PREFETCH = 500
 HAND_OVER_QUIET = 0.25  # seconds without deliveries before an idle queue is handed over
-HAND_OVER_TIMEOUT = 30.0  # a hand-over still waiting for handlers after this is abandoned (retried later)
+# A hand-over still waiting for handlers after this is abandoned (retried later) before the cancel;
+# after it, on_revoked is called anyway (the core finishes what it can within its own deadline).
+HAND_OVER_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 15.0
 _counter = itertools.count(1)
 
@@ -572,6 +574,8 @@ class _Subscription:
     # prefetch window is full, sends nothing more; see RabbitMQConsumer._try_hand_over.
     draining_since: float | None = None
     held_acks: list[int] = field(default_factory=list)
+    cancelling_since: float | None = None  # basic.cancel sent: the next consumer takes over
+    stopped: bool = False  # basic.cancel-ok received: nothing more arrives on this channel
 
 
 class RabbitMQConsumer(_BlockingConsumer):
@@ -583,11 +587,17 @@ class RabbitMQConsumer(_BlockingConsumer):
     `rabbitmq_members.Membership` assigns and hand queues over when processes join or leave.
 
     Hand-over without reordering: RabbitMQ 3.10 activates the next single-active consumer as soon
-    as the current one cancels, and messages the old consumer still held come back *after* what
-    the new one was already sent. So a queue is only given away once this process holds nothing
-    unsettled from it: acks are held back (the broker stops sending when the prefetch window is
-    full, or the queue is empty), every delivery is handled, then `on_revoked`, `basic.cancel`,
-    the held acks, and the channel is closed.
+    as the current one cancels, and messages the old consumer gives back (nack, reject, channel
+    close) reach the new one *after* the queue's ready messages. So nothing of a queue being
+    handed over is ever given back:
+
+    1. acks are held back (the broker stops sending once the prefetch window is full) until the
+       core settled everything it was handed and the queue went quiet;
+    2. `basic.cancel` is sent; deliveries that arrive until `cancel-ok` are kept and handed to the
+       core like any other (pika's own `basic_cancel` would reject them: see `_cancel`), and a
+       delivery the core releases meanwhile is handed out again instead of requeued;
+    3. once the core acked all of them, `on_revoked` (it holds nothing of the queue any more),
+       then the channel is closed with nothing unacked on it.
     """
 
     def __init__(self, params: pika.URLParameters, topology: Topology, group: ConsumerGroup,
@@ -659,8 +669,11 @@ class RabbitMQConsumer(_BlockingConsumer):
         for index, subscription in self._subscriptions.items():
             if index not in self._wanted and subscription.draining_since is None:
                 subscription.draining_since = now
-            elif index in self._wanted and subscription.draining_since is not None:
-                self._stop_draining(subscription)  # wanted again before it was handed over
+            elif (index in self._wanted and subscription.draining_since is not None
+                  and subscription.cancelling_since is None):
+                # Wanted again before it was cancelled (after: the hand-over completes, and the
+                # queue is consumed anew once dropped).
+                self._stop_draining(subscription)
         for index in sorted(self._wanted - set(self._subscriptions)):
             self._consume(index)
 
@@ -709,32 +722,66 @@ class RabbitMQConsumer(_BlockingConsumer):
         return subscription
 
     def _try_hand_over(self, index: int, subscription: _Subscription) -> None:
+        """One step of a hand-over (see the class docstring); called from every poll."""
+        if subscription.cancelling_since is None:
+            if self._idle(subscription, index):
+                self._cancel(subscription)
+            return
+        if subscription.stopped and subscription.held_acks:
+            self._stop_draining(subscription)  # nothing more can arrive: settle for real now
+        waiting = not subscription.stopped or self._busy(subscription)
+        if waiting and time.monotonic() - subscription.cancelling_since <= HAND_OVER_TIMEOUT:
+            return
+        # Done, or handlers (or the broker) stuck: the core finishes what it can up to its deadline.
+        if self._listener is not None:
+            self._listener.on_revoked([subscription.stream])
+        self._stop_draining(subscription)
+        self._drop(index, lost=False)
+
+    def _busy(self, subscription: _Subscription) -> bool:
+        """The core or the buffer still holds deliveries of this subscription."""
         channel = subscription.channel
-        busy = (subscription.unsettled > 0 or subscription.stream in self._released
+        return (subscription.unsettled > 0 or subscription.stream in self._released
                 or any(_channel_of(d) is channel for d in self._buffer))
+
+    def _idle(self, subscription: _Subscription, index: int) -> bool:
+        """Ready to cancel: the core settled all it was handed and the broker is not sending."""
         now = time.monotonic()
-        if busy:
+        if self._busy(subscription):
             assert subscription.draining_since is not None
             if now - subscription.draining_since > HAND_OVER_TIMEOUT:
                 self._stop_draining(subscription)  # slow handlers: keep the queue, try again later
-            return
+            return False
         # While the window is not full the broker may still send: wait for a quiet moment. Quiet
         # with messages ready means this consumer is not the active one, unless it held some (then
-        # it is, and the broker is about to send more).
-        if len(subscription.held_acks) < self._prefetch and (
-                now - subscription.last_delivery < HAND_OVER_QUIET
-                or (subscription.held_acks and self._ready_messages(channel, index) > 0)):
-            return
-        if self._listener is not None:
-            self._listener.on_revoked([subscription.stream])
+        # it is, and the broker is about to send more). Deliveries that still race the cancel are
+        # kept (see _cancel): quiet only keeps them few.
+        return len(subscription.held_acks) >= self._prefetch or not (
+            now - subscription.last_delivery < HAND_OVER_QUIET
+            or (subscription.held_acks and self._ready_messages(subscription.channel, index) > 0))
+
+    def _cancel(self, subscription: _Subscription) -> None:
+        """Send basic.cancel and keep every delivery that arrives until cancel-ok.
+
+        pika's `BlockingChannel.basic_cancel` rejects (requeue=True) deliveries it has not
+        dispatched yet and those arriving before cancel-ok: on a single-active-consumer queue they
+        would reach the next consumer after newer messages of the same key. So the method goes
+        through the channel's RPC machinery (pika 1.x `Channel._rpc`) without marking the consumer
+        as cancelled in pika: those deliveries reach `_on_message` like any other. Pika still
+        lists the consumer and cancels it again (nowait; the broker ignores an unknown tag) when
+        the channel closes."""
+        def on_cancel_ok(_frame: Any) -> None:
+            subscription.stopped = True
+
+        subscription.cancelling_since = time.monotonic()
+        cancel = pika.spec.Basic.Cancel(consumer_tag=subscription.tag)
         try:
-            channel.basic_cancel(subscription.tag)
+            subscription.channel._impl._rpc(cancel, on_cancel_ok,
+                                            [(pika.spec.Basic.CancelOk, {"consumer_tag": subscription.tag})])
         except pika.exceptions.AMQPChannelError:
-            pass  # closed meanwhile: _drop below; the broker returns what was unacked
+            pass  # closed meanwhile: _maintain reports the stream as lost
         except AMQP_ERRORS as error:
             self._lose_from(error, f"handing over queue {subscription.stream[0]!r}")
-        self._stop_draining(subscription)  # the held acks, now that nothing more can arrive
-        self._drop(index, lost=False)
 
     def _ready_messages(self, channel: Any, index: int) -> int:
         try:
@@ -771,7 +818,7 @@ class RabbitMQConsumer(_BlockingConsumer):
             subscription = self._settled(delivery)
             if subscription is None:
                 continue  # its channel closed: the broker already returned it for redelivery
-            if subscription.draining_since is not None:
+            if subscription.draining_since is not None and not subscription.stopped:
                 subscription.held_acks.append(delivery.offset)
             else:
                 tags.setdefault(delivery.partition, []).append(delivery.offset)
@@ -816,13 +863,22 @@ class RabbitMQConsumer(_BlockingConsumer):
     def release(self, deliveries: Iterable[Delivery]) -> None:
         """Nacked (requeue) at the next poll, together with the stream's deliveries not handed out
         yet, so they come back in their original order; on close, the connection close returns
-        them instead."""
+        them instead. On a queue being handed over nothing is requeued (it would come back behind
+        newer messages): released deliveries are handed out again from the buffer, in order."""
         if self._broken is not None:
             return  # the broker already requeued everything unacked on the lost connection
+        again: list[Delivery] = []
         for delivery in deliveries:
-            self._settled(delivery)
-            if not self._closing:
+            subscription = self._settled(delivery)
+            if self._closing:
+                continue
+            if subscription is not None and subscription.draining_since is not None:
+                delivery.redelivered = True
+                again.append(delivery)
+            else:
                 self._released.setdefault(delivery.stream, []).append(delivery)
+        if again:  # older than anything buffered from the same channel: back to the front
+            self._buffer.extendleft(sorted(again, key=lambda d: d.offset, reverse=True))
 
     def _nack_released(self) -> None:
         released, self._released = self._released, {}
@@ -835,6 +891,7 @@ class RabbitMQConsumer(_BlockingConsumer):
                 subscription = self._subscriptions.get(delivery.partition)
                 if subscription is not None and subscription.channel is _channel_of(delivery):
                     subscription.settled.add(delivery.offset)  # no longer outstanding at the broker
+                    subscription.last_delivery = time.monotonic()  # it comes back: not quiet yet
                 self._on_channel(delivery, "basic_nack", "release", requeue=True)
 
     def retry_later(self, delivery: Delivery, delay_seconds: float, headers: Mapping[str, str]) -> None:

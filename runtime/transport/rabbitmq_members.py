@@ -10,9 +10,10 @@ of them and the others would only stand by. So the processes of a group agree on
 * Every `REFRESH_SECONDS` a process counts the slots in use (their `queue.declare` consumer
   count, which is exact and immediate, unlike the management API's statistics) and takes the
   work queues `i` with `i % members == rank` (rank: position of its slot among the used ones).
-* A process that must give a queue away closes that queue's channel after the core finished its
-  work (see `RabbitMQConsumer._hand_over`); single-active-consumer then activates the next
-  process, which receives the returned messages first, in their original order.
+* A process that must give a queue away cancels its consumer only once the core finished its
+  work, and gives nothing back (see `RabbitMQConsumer._try_hand_over`): single-active-consumer
+  activates the next process at the cancel, and RabbitMQ 3.10 would deliver anything returned
+  to the queue after the ready messages, i.e. after newer messages of the same key.
 
 Two processes may briefly disagree (one saw a slot change before the other): both then consume
 the same queue, and single-active-consumer still lets only one of them receive, so per-key order

@@ -6,6 +6,7 @@ import contextlib
 import json
 import time
 import urllib.parse
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -26,7 +27,7 @@ from topo.runtime.transport.base import (
     TransportError,
     Unsupported,
 )
-from topo.runtime.transport.rabbitmq import RabbitHandle, RabbitMQTransport
+from topo.runtime.transport.rabbitmq import RabbitHandle, RabbitMQConsumer, RabbitMQTransport
 from topo.runtime.transport.rabbitmq_declare import declare
 from topo.runtime.transport.rabbitmq_members import share
 
@@ -506,3 +507,123 @@ def test_out_of_order_acks_ack_each_message_once(env: Env) -> None:
     assert listener.lost == [] and len(consumer.assignment()) == 3
     consumer.close()
     assert env.queue_depth(d1.source) == 0
+
+
+class HoldingCore:
+    """A stand-in for the consumer core on one member: keeps the last `hold` deliveries of each
+    stream unacked (slow handlers), records what it acks (handled) in order, and checks the
+    revocation contract."""
+
+    def __init__(self, name: str, consumer: ConsumerTransport, handled: list[tuple[str, str, int]],
+                 hold: int = 0) -> None:
+        self.name = name
+        self.consumer = consumer
+        self.handled = handled
+        self.hold = hold
+        self.held: list[Delivery] = []
+        self.revoked: list[StreamId] = []
+        self.held_at_revocation: list[Delivery] = []
+        self.on_revoking: Callable[[], None] = lambda: None
+
+    def on_assigned(self, streams: Sequence[StreamId]) -> None:
+        """Nothing to prepare."""
+
+    def on_revoked(self, streams: Sequence[StreamId]) -> None:
+        self.held_at_revocation.extend(d for d in self.held if d.stream in streams)
+        self.revoked.extend(streams)
+        self.on_revoking()
+
+    def on_lost(self, streams: Sequence[StreamId]) -> None:
+        raise AssertionError(f"{self.name} lost {streams}")
+
+    def step(self, most: int = 50) -> None:
+        self.held.extend(self.consumer.poll(most, 0.05))
+        total = Counter(d.stream for d in self.held)
+        seen: Counter[StreamId] = Counter()
+        done: list[Delivery] = []
+        kept: list[Delivery] = []
+        for delivery in self.held:
+            seen[delivery.stream] += 1
+            (done if seen[delivery.stream] <= total[delivery.stream] - self.hold else kept).append(delivery)
+        self.held = kept
+        if done:
+            self.handled.extend((self.name, str(d.key), json.loads(d.body)["number"]) for d in done)
+            self.consumer.ack(done)
+
+    def finish(self) -> None:
+        self.hold = 0
+
+    def give_back(self) -> None:
+        """Release what is held (abandoned work): it must come back, in order, before newer work."""
+        self.consumer.release(self.held)
+        self.held, self.hold = [], 0
+
+
+@pytest.mark.parametrize("held", ["finished", "released"])
+def test_a_hand_over_racing_new_messages_keeps_every_key_in_order(env: Env, held: str) -> None:
+    """The first member holds unacked deliveries when the second joins (then finishes or releases
+    them), and events keep arriving exactly while it hands a queue over. RabbitMQ 3.10 gives the
+    next single-active consumer the queue's ready messages before anything the old one gives
+    back, so a hand-over that requeued (or dropped) even one delivery shows up as a key out of
+    order."""
+    publisher = env.publisher()
+    keys = [str(k) for k in range(10)]
+    topic = env.topology.event_topic("block.new", 1)
+    published = 0
+
+    def publish(count: int) -> None:
+        nonlocal published
+        for n in range(published, published + count):
+            publisher.publish(topic, keys[n % len(keys)], json.dumps({"number": n}).encode())
+        published += count
+        assert publisher.flush(30) == 0
+
+    def member(name: str, hold: int = 0) -> HoldingCore:
+        consumer = env.transport.open_consumer(env.topology.group("ledger"), ConsumeOptions(max_in_flight=20))
+        env.closers.append(consumer.close)  # prefetch 10 per work queue
+        core = HoldingCore(name, consumer, handled, hold)
+        consumer.subscribe(core)
+        return core
+
+    def handing_over(core: HoldingCore) -> bool:  # white box: the transport started a hand-over
+        assert isinstance(core.consumer, RabbitMQConsumer)
+        return any(s.draining_since is not None for s in core.consumer._subscriptions.values())
+
+    publish(200)
+    handled: list[tuple[str, str, int]] = []  # (member, key, number) in handling order
+    first = member("first", hold=5)
+    deadline = time.monotonic() + 30
+    while len(handled) < 190:  # drain both queues, five deliveries of each still unacked
+        assert time.monotonic() < deadline, f"the first member handled {len(handled)} of 190"
+        first.step()
+    assert len(first.held) == 10
+
+    # Events published while the hand-over is under way: a member that still received some
+    # would give them back, behind the ones published after them.
+    first.on_revoking = lambda: publish(100)
+    second = member("second")
+    deadline = time.monotonic() + 30
+    while not first.revoked:
+        assert time.monotonic() < deadline, "the first member never handed a queue over"
+        if handing_over(first) and first.hold:  # slow handlers end only once the hand-over started
+            if held == "finished":
+                first.finish()
+            else:
+                first.give_back()
+        first.step(1)
+        second.step(1)
+    assert first.held_at_revocation == [], "on_revoked came before the core settled the queue"
+
+    deadline = time.monotonic() + 30
+    while len(handled) < published:
+        assert time.monotonic() < deadline, f"handled {len(handled)} of {published}"
+        first.step()
+        second.step()
+    assert {member for member, _, _ in handled} == {"first", "second"}
+    for key in keys:
+        numbers = [n for _, k, n in handled if k == key]
+        assert numbers == list(range(int(key), published, len(keys))), f"key {key}: {numbers}"
+    for core in (first, second):
+        core.finish()
+        core.step()
+    assert env.queue_depth(first.revoked[0][0]) == 0
