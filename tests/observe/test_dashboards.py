@@ -17,8 +17,11 @@ from topo.generator.model import BrokerKind, Topology
 
 from .support import REPO
 
-# The CRDs live in shared/ beside the repository (TOPO_CRDS_DIR overrides).
-CRDS = Path(os.environ.get("TOPO_CRDS_DIR", Path(__file__).resolve().parents[3] / "shared" / "crds"))
+# The CRDs live in shared/ beside the repository (CI's copy), or the workplace's shared/;
+# TOPO_CRDS_DIR overrides both.
+CRD_CANDIDATES = [Path(os.environ["TOPO_CRDS_DIR"])] if "TOPO_CRDS_DIR" in os.environ else [
+    Path(__file__).resolve().parents[3] / "shared" / "crds", Path("/work/shared/crds")]
+CRDS = next((path for path in CRD_CANDIDATES if path.is_dir()), CRD_CANDIDATES[0])
 KEDA_CRD = CRDS / "keda-scaledobject.crd.yaml"
 PANEL_TYPES = {"timeseries", "stat"}
 GRAFANA_UNITS = {"none", "short", "s", "ops", "percentunit", "bool_yes_no"}

@@ -23,8 +23,11 @@ from topo.generator.model import Topology
 from topo.generator.resolve import resolve
 from topo.provision.desired import kafka_topics
 
-# The CRDs live in shared/ beside the repository (TOPO_CRDS_DIR overrides).
-CRDS = Path(os.environ.get("TOPO_CRDS_DIR", Path(__file__).resolve().parents[3] / "shared" / "crds"))
+# The CRDs live in shared/ beside the repository (CI's copy), or the workplace's shared/;
+# TOPO_CRDS_DIR overrides both.
+CRD_CANDIDATES = [Path(os.environ["TOPO_CRDS_DIR"])] if "TOPO_CRDS_DIR" in os.environ else [
+    Path(__file__).resolve().parents[3] / "shared" / "crds", Path("/work/shared/crds")]
+CRDS = next((path for path in CRD_CANDIDATES if path.is_dir()), CRD_CANDIDATES[0])
 CRD_FILES = {
     ("kafka.strimzi.io", "KafkaTopic"): "strimzi-kafkatopic.crd.yaml",
     ("rabbitmq.com", "Exchange"): "rabbitmq-exchanges.crd.yaml",
