@@ -185,10 +185,12 @@ class RawKafka(Side):
         return samples
 
 
-class RuntimeKafka(Side):
-    def __init__(self, topology: Topology, folder: Path, concurrency: int) -> None:
+class RuntimeBench(Side):
+    """The runtime on `broker`: `Publisher.publish` and a `bench` consumer group with a given handler."""
+
+    def __init__(self, folder: Path, concurrency: int, broker: str = "kafka") -> None:
         self.concurrency = concurrency
-        self.runtime = Runtime.from_generated(folder, broker="kafka", producer="indexer")
+        self.runtime = Runtime.from_generated(folder, broker=broker, producer="indexer")
         self.module = self.runtime.classes.module
         self.publisher = self.runtime.publisher()
         self.runner: GroupRunner | None = None
@@ -279,7 +281,7 @@ def bench_kafka(events: int, rate: int, seconds: float, concurrency: int, rounds
         for future in admin.create_topics(created, operation_timeout=30).values():
             future.result(60)
         try:
-            raw, ours = RawKafka(raw_topology, bootstrap), RuntimeKafka(topo_topology, Path(temp) / "topo", concurrency)
+            raw, ours = RawKafka(raw_topology, bootstrap), RuntimeBench(Path(temp) / "topo", concurrency)
             raw.publish(200)  # warm-up: metadata and idempotent producer ids before the clock runs
             ours.publish(200)
             # Best of `rounds`, raw and runtime alternating, so noise from other processes on the

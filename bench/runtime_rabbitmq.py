@@ -43,11 +43,9 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script by `python -m bench`
 
-from bench.runtime import compile_into, paced, payload_dict, percentile, raw_envelope
+from bench.runtime import RuntimeBench, compile_into, paced, payload_dict, percentile, raw_envelope
 from topo.generator.model import Topology
 from topo.generator.resolve import resolve
-from topo.runtime.app import Runtime
-from topo.runtime.consumer import GroupRunner
 from topo.runtime.transport.base import ConsumeOptions, DeliveryReport, StreamId
 from topo.runtime.transport.rabbitmq import RabbitMQTransport, message_properties, provision
 
@@ -174,43 +172,11 @@ def raw_consume(url: str, queues: Sequence[str], count: int, prefetch: int,
 # --------------------------------------------------------------------------- the runtime
 
 
-class RuntimeSide:
-    """The runtime on RabbitMQ: `Publisher.publish` and a `bench` consumer group."""
+class RuntimeSide(RuntimeBench):
+    """The runtime on RabbitMQ: the Kafka bench's side, with its own wait before the latency run."""
 
     def __init__(self, folder: Path, concurrency: int) -> None:
-        self.concurrency = concurrency
-        self.runtime = Runtime.from_generated(folder, broker="rabbitmq", producer="indexer")
-        self.module = self.runtime.classes.module
-        self.publisher = self.runtime.publisher()
-        self.runner: GroupRunner | None = None
-
-    def publish(self, count: int) -> float:
-        payloads = [self.module.TokenTransfer(**payload_dict(i)) for i in range(count)]  # built up front
-        started = time.perf_counter()
-        for payload in payloads:
-            self.publisher.publish(payload)
-        self.publisher.flush(120)
-        return count / (time.perf_counter() - started)
-
-    def _run(self, handler: Callable[[Any], None], done: Callable[[], bool], timeout: float) -> threading.Thread:
-        self.runtime.registry = type(self.runtime.registry)()
-        self.runtime.register("bench", handler)
-        runner = self.runner = self.runtime.runner("bench", concurrency=self.concurrency)
-        thread = threading.Thread(target=runner.run, kwargs={"until": done, "timeout": timeout}, daemon=True)
-        thread.start()
-        return thread
-
-    def consume(self, count: int) -> float:
-        seen = [0]
-        first: list[float] = []
-
-        def handle(_event: Any) -> None:
-            if not first:
-                first.append(time.perf_counter())
-            seen[0] += 1
-
-        self._run(handle, lambda: seen[0] >= count, 300).join(310)
-        return count / (time.perf_counter() - first[0])
+        super().__init__(folder, concurrency, broker="rabbitmq")
 
     def latency(self, rate: int, seconds: float) -> list[float]:
         samples: list[float] = []
