@@ -51,6 +51,9 @@ BUSY_POLL = 0.005  # poll timeout while handlers run: settles their outcomes pro
 # and a brief saturation is normal.
 PAUSE_AFTER = 1.0
 MAX_BATCH = 500  # deliveries taken per poll
+# A worker hands its successes to the loop thread at the end of a batch, or once this long has
+# passed since it last did (so slow handlers settle, and free room, as they go).
+SETTLE_AFTER = BUSY_POLL
 
 
 class Outcome(Enum):
@@ -71,6 +74,7 @@ class GroupRoute:
     handler: BoundHandler
     envelope: type[BaseModel]
     labels: tuple[str, str, str]
+    fast: Callable[[Any], Any] | None = None  # the handler, when it takes the event alone
     consumed: Any = None
     failed: Any = None
     retried: Any = None
@@ -96,13 +100,27 @@ class Work:
     latency: float = 0.0  # now minus the envelope timestamp at success (for metrics)
 
 
+@dataclass(slots=True)
+class Done:
+    """First attempts that succeeded, in stream order: settled as acks in one go."""
+
+    deliveries: list[Delivery]
+    # With metrics: (route, handler seconds, now minus the envelope timestamp) per delivery.
+    samples: list[tuple[GroupRoute, float, float]] | None
+
+
+# Deliveries of one poll for one worker, with the `generations` map current when they were
+# dispatched (the runner replaces that map rather than changing it, so it is a snapshot).
+Batch = tuple[list[Delivery], Mapping[StreamId, int]]
+
+
 class Worker(threading.Thread):
     """Runs handlers for the keys hashed to it, in order; parks keys that retry in place."""
 
     def __init__(self, runner: GroupRunner, index: int) -> None:
         super().__init__(name=f"topo-{runner.group.name}-worker-{index}", daemon=True)
         self.runner = runner
-        self.inbox: deque[Work] = deque()
+        self.inbox: deque[Batch] = deque()
         self.wakeup = threading.Condition()
         self.blocked: dict[tuple[StreamId, str | None], deque[Work]] = {}
         self.timers: list[tuple[float, int, tuple[StreamId, str | None]]] = []
@@ -110,9 +128,9 @@ class Worker(threading.Thread):
         self.stopping = False
         self.busy = False
 
-    def submit(self, items: list[Work]) -> None:
+    def submit(self, batch: Batch) -> None:
         with self.wakeup:
-            self.inbox.extend(items)
+            self.inbox.append(batch)
             self.wakeup.notify()
 
     def poke(self) -> None:
@@ -132,11 +150,11 @@ class Worker(threading.Thread):
                     self.wakeup.wait(self._wait_time())
                 if self.stopping:
                     break
-                batch = list(self.inbox)
+                batches = list(self.inbox)
                 self.inbox.clear()
                 sweep, self.sweep = self.sweep, False
             try:
-                self.process(batch, sweep)
+                self.process(batches, sweep)
             except BaseException as error:  # a bug, or SystemExit from a handler: stop, never hang
                 log.critical("%s: worker %s crashed: %r; stopping the group", self.runner.group.name, self.name,
                              error, exc_info=error)
@@ -144,21 +162,14 @@ class Worker(threading.Thread):
                 self.runner.stop()
                 return
 
-    def process(self, batch: Iterable[Work], sweep: bool = False) -> None:
-        """Handle `batch` in order, fire due in-place retries, and (sweep) release parked work
+    def process(self, batches: Iterable[Batch] = (), sweep: bool = False) -> None:
+        """Handle `batches` in order, fire due in-place retries, and (sweep) release parked work
         that is stale or, while draining, any. Runs on this worker's thread, or on the loop
         thread for an inline runner (concurrency 0)."""
         runner = self.runner
         self.busy = True
-        generations = runner.generations
-        blocked = self.blocked
-        for work in batch:
-            if work.generation != generations.get(work.lane[0]):
-                runner.complete(work, Outcome.RELEASE)
-            elif work.lane in blocked:
-                blocked[work.lane].append(work)  # behind its key's retrying event
-            else:
-                self.attempt(work)
+        for deliveries, generations in batches:
+            self._handle(deliveries, generations)
         if self.timers:
             self._fire_due()
         if sweep:
@@ -166,6 +177,95 @@ class Worker(threading.Thread):
         self.busy = False
         if runner.completions and not runner.completed.is_set():
             runner.completed.set()
+
+    def _handle(self, deliveries: list[Delivery], generations: Mapping[StreamId, int]) -> None:
+        """The common case inline: a first attempt of a subscribed event whose key is not parked,
+        the in-memory dedup store and a one-argument handler. Its successes are settled together
+        as a `Done`; anything else (poison, duplicate, failure, retry copy, stale, parked key,
+        context or store transaction wanted) becomes a `Work` for `_admit` and `attempt`."""
+        runner = self.runner
+        routes = runner.routes
+        plain = runner.plain_store
+        blocked = self.blocked
+        current = generations is runner.generations
+        samples: list[tuple[GroupRoute, float, float]] | None = [] if runner.metrics is not None else None
+        done: list[Delivery] = []
+        clock = time.perf_counter
+        flushed = clock()
+        for delivery in deliveries:
+            headers = delivery.headers
+            route = routes.get(delivery.topic)
+            if (route is None or plain is None or route.fast is None
+                    or (headers and (H.ATTEMPT in headers or H.ORIGINAL_TOPIC in headers))
+                    or (not current and generations.get(delivery.stream) != runner.generations.get(delivery.stream))
+                    or (blocked and (delivery.stream, delivery.key) in blocked)):
+                self._flush(done, samples)
+                self._admit(delivery, generations)
+                continue
+            try:
+                envelope = route.envelope.model_validate_json(delivery.body)
+            except (ValidationError, ValueError):
+                self._flush(done, samples)
+                self._admit(delivery, generations)  # dead-letters it as poison, with the reason
+                continue
+            event_id = envelope.event_id.int  # type: ignore[attr-defined]
+            if plain.is_processed(event_id):
+                self._flush(done, samples)
+                self._admit(delivery, generations, envelope)
+                continue
+            started = clock()
+            try:
+                route.fast(envelope)
+            except Exception as error:
+                self._flush(done, samples)
+                work = self._work(delivery, generations)
+                work.envelope = envelope
+                self._failed(work, error, started)
+                continue
+            plain.mark(event_id)
+            done.append(delivery)
+            finished = clock()
+            if samples is not None:
+                samples.append((route, finished - started,
+                                time.time() - envelope.timestamp.timestamp()))  # type: ignore[attr-defined]
+            if finished - flushed >= SETTLE_AFTER:  # slow handlers: settle as they finish, not per batch
+                self._flush(done, samples)
+                runner.completed.set()
+                flushed = finished
+        self._flush(done, samples)
+
+    def _flush(self, done: list[Delivery], samples: list[tuple[GroupRoute, float, float]] | None) -> None:
+        """Hand the successes so far to the loop thread (before any other outcome: stream order)."""
+        if done:
+            self.runner.completions.append(Done(done[:], samples[:] if samples is not None else None))
+            done.clear()
+            if samples is not None:
+                samples.clear()
+
+    def _work(self, delivery: Delivery, generations: Mapping[StreamId, int]) -> Work:
+        headers = delivery.headers
+        stream = delivery.stream
+        return Work(delivery=delivery, route=self.runner.route_of(delivery), lane=(stream, delivery.key),
+                    generation=generations.get(stream, 0),
+                    failures=int(headers.get(H.ATTEMPT, 0)) if headers else 0,
+                    first_failure=headers.get(H.FIRST_FAILURE) if headers else None)
+
+    def _admit(self, delivery: Delivery, generations: Mapping[StreamId, int], envelope: BaseModel | None = None
+               ) -> None:
+        """The general path for one delivery: stale, unsubscribed, parked behind its key, or attempted."""
+        runner = self.runner
+        work = self._work(delivery, generations)
+        work.envelope = envelope
+        if work.generation != runner.generations.get(work.lane[0]):
+            runner.complete(work, Outcome.RELEASE)
+        elif work.route is None:
+            topic = delivery.headers.get(H.ORIGINAL_TOPIC, delivery.topic)
+            reason = f"topic or routing key {topic!r} is not subscribed by group {runner.group.name}"
+            runner.complete(work, Outcome.DEAD, runner.failure_headers(work, reason, H.REASON_POISON))
+        elif work.lane in self.blocked:
+            self.blocked[work.lane].append(work)  # behind its key's retrying event
+        else:
+            self.attempt(work)
 
     def _due(self) -> bool:
         return bool(self.timers) and self.timers[0][0] <= time.monotonic()
@@ -219,8 +319,8 @@ class Worker(threading.Thread):
                 runner.complete(work, Outcome.DEAD, runner.failure_headers(work, error, H.REASON_POISON))
                 return True
         plain = runner.plain_store
-        # The in-memory store keys on the UUID itself (hashable; formatting it costs more).
-        event_id = envelope.event_id if plain is not None else str(envelope.event_id)  # type: ignore[attr-defined]
+        # The in-memory store keys on the UUID's integer (hashed in C; formatting costs more).
+        event_id = envelope.event_id.int if plain is not None else str(envelope.event_id)  # type: ignore[attr-defined]
         if (plain if plain is not None else runner.store).is_processed(event_id):
             runner.complete(work, Outcome.DUPLICATE)
             return True
@@ -229,20 +329,18 @@ class Worker(threading.Thread):
         try:
             if plain is not None:  # in-memory dedup: no transaction to share
                 if handler.wants_context:
-                    handler.function(envelope, HandlerContext(
-                        group=runner.group.name, event_type=route.event, chain_id=route.chain_id,
-                        topic=delivery.topic, partition=delivery.partition, offset=delivery.offset,
-                        attempt=work.failures + 1, transaction=None))
+                    handler.function(envelope, self._context(work, None))
                 else:
                     handler.function(envelope)
                 plain.mark(event_id)
             else:
-                self._run_in_store(work, envelope, event_id)
+                with runner.store.processing(event_id) as transaction:
+                    if handler.wants_context:
+                        handler.function(envelope, self._context(work, transaction))
+                    else:
+                        handler.function(envelope)
         except Exception as error:
-            if route.failed is not None:
-                route.failed.inc()
-                route.duration.observe(time.perf_counter() - started)
-            return self._failed(work, error)
+            return self._failed(work, error, started)
         if route.consumed is not None:
             # Recorded by the loop thread when it settles: metric locks shared by worker threads
             # would make them take turns on the GIL per event.
@@ -251,25 +349,23 @@ class Worker(threading.Thread):
         runner.complete(work, Outcome.DONE)
         return True
 
-    def _run_in_store(self, work: Work, envelope: BaseModel, event_id: str) -> None:
-        runner = self.runner
+    def _context(self, work: Work, transaction: Any) -> HandlerContext:
         route = work.route
         assert route is not None
-        handler = route.handler
         delivery = work.delivery
-        with runner.store.processing(event_id) as transaction:
-            if handler.wants_context:
-                handler.function(envelope, HandlerContext(
-                    group=runner.group.name, event_type=route.event, chain_id=route.chain_id,
-                    topic=delivery.topic, partition=delivery.partition, offset=delivery.offset,
-                    attempt=work.failures + 1, transaction=transaction))
-            else:
-                handler.function(envelope)
+        return HandlerContext(group=self.runner.group.name, event_type=route.event, chain_id=route.chain_id,
+                              topic=delivery.topic, partition=delivery.partition, offset=delivery.offset,
+                              attempt=work.failures + 1, transaction=transaction)
 
-    def _failed(self, work: Work, error: Exception) -> bool:
+    def _failed(self, work: Work, error: Exception, started: float) -> bool:
+        """The handler raised: retry (in place for ordered events, else through the transport)
+        or, past max retries, dead-letter. False when the work is parked for an in-place retry."""
         runner = self.runner
         route = work.route
         assert route is not None
+        if route.failed is not None:
+            route.failed.inc()
+            route.duration.observe(time.perf_counter() - started)
         work.failures += 1
         now = H.now_text()
         work.first_failure = work.first_failure or now
@@ -325,7 +421,7 @@ class GroupRunner:
         self.sequence = itertools.count()
         self.generations: dict[StreamId, int] = {}
         self.draining = False
-        self.completions: deque[Work] = deque()
+        self.completions: deque[Work | Done] = deque()
         self.completed = threading.Event()
         self.in_flight = 0
         self.in_flight_by_stream: dict[StreamId, int] = {}
@@ -356,7 +452,7 @@ class GroupRunner:
                 labels = (self.group.name, subscription.event, str(chain_id))
                 route = GroupRoute(event=subscription.event, chain_id=chain_id, ordered=subscription.ordered,
                                    handler=handler, envelope=self.classes.envelopes[subscription.event],
-                                   labels=labels)
+                                   labels=labels, fast=None if handler.wants_context else handler.function)
                 if metrics is not None:
                     route.consumed = metrics.consumed.labels(*labels)
                     route.failed = metrics.failed.labels(*labels)
@@ -369,6 +465,19 @@ class GroupRunner:
                 routes[topic] = route
                 routes[routing_key] = route
         return routes
+
+    def route_of(self, delivery: Delivery) -> GroupRoute | None:
+        """The route of a delivery; a retry copy names its original topic in a header."""
+        headers = delivery.headers
+        return self.routes.get(headers.get(H.ORIGINAL_TOPIC, delivery.topic) if headers else delivery.topic)
+
+    def _next_generation(self, streams: Iterable[StreamId]) -> None:
+        """Work dispatched for `streams` before now becomes stale. The map is replaced, never
+        changed in place: a batch keeps the map of its dispatch as its snapshot."""
+        generations = dict(self.generations)
+        for stream in streams:
+            generations[stream] = generations.get(stream, 0) + 1
+        self.generations = generations
 
     # ------------------------------------------------------------------ called by workers
 
@@ -405,9 +514,12 @@ class GroupRunner:
     # ------------------------------------------------------------------ AssignmentListener
 
     def on_assigned(self, streams: Sequence[StreamId]) -> None:
+        fresh = [stream for stream in streams if stream not in self.generations]
+        if fresh:
+            # Revocation already moved the generation of a known stream on; work dispatched
+            # since stays valid.
+            self.generations = {**self.generations, **dict.fromkeys(fresh, 0)}
         for stream in streams:
-            # Revocation already moved the generation on; work dispatched since stays valid.
-            self.generations.setdefault(stream, 0)
             self.in_flight_by_stream.setdefault(stream, 0)
         if self.paused and self._consumer is not None:
             self._consumer.pause(streams)  # newly assigned streams respect the current backpressure
@@ -435,8 +547,7 @@ class GroupRunner:
 
         if commit:
             self._wait(busy, time.monotonic() + self.shutdown_timeout)
-        for stream in streams:
-            self.generations[stream] = self.generations.get(stream, 0) + 1
+        self._next_generation(streams)
         self._poke_all()
         self._wait(busy, time.monotonic() + max(1.0, BUSY_POLL * 10))
         if commit and self._consumer is not None:
@@ -455,7 +566,7 @@ class GroupRunner:
             if not busy() or time.monotonic() >= deadline:
                 return
             if inline is not None and inline.timers and inline.timers[0][0] <= time.monotonic():
-                inline.process(())
+                inline.process()
             self.completed.wait(BUSY_POLL)
             self.completed.clear()
 
@@ -518,14 +629,14 @@ class GroupRunner:
 
     def _poke_all(self) -> None:
         if self._inline is not None:
-            self._inline.process((), sweep=True)
+            self._inline.process(sweep=True)
         for worker in self._workers:
             worker.poke()
 
     def _iterate(self, consumer: ConsumerTransport) -> None:
         inline = self._inline
         if inline is not None and inline.timers and inline.timers[0][0] <= time.monotonic():
-            inline.process(())
+            inline.process()
         progressed = self._settle()
         room = self.high_water - self.in_flight
         if self.in_flight <= self.low_water:
@@ -559,37 +670,32 @@ class GroupRunner:
             if progressed:
                 self._progress_gauge.set(time.time())
 
-    def _dispatch(self, deliveries: Iterable[Delivery]) -> None:
-        workers = self._workers
-        count = len(workers) or 1
-        batches: list[list[Work]] = [[] for _ in range(count)]
-        routes, generations, by_stream = self.routes, self.generations, self.in_flight_by_stream
+    def _dispatch(self, deliveries: list[Delivery]) -> None:
+        """Count `deliveries` in flight and hand them to the workers of their keys, in order."""
+        self.in_flight += len(deliveries)
+        by_stream = self.in_flight_by_stream
         for delivery in deliveries:
-            headers = delivery.headers
-            topic = headers.get(H.ORIGINAL_TOPIC, delivery.topic) if headers else delivery.topic
-            route = routes.get(topic)
             stream = (delivery.source, delivery.partition)
-            key = delivery.key
-            work = Work(delivery=delivery, route=route, lane=(stream, key),
-                        generation=generations.get(stream, 0),
-                        failures=int(headers.get(H.ATTEMPT, 0)) if headers else 0,
-                        first_failure=headers.get(H.FIRST_FAILURE) if headers else None)
-            self.in_flight += 1
             by_stream[stream] = by_stream.get(stream, 0) + 1
-            if route is None:
-                reason = f"topic or routing key {topic!r} is not subscribed by group {self.group.name}"
-                self.complete(work, Outcome.DEAD, self.failure_headers(work, reason, H.REASON_POISON))
-                continue
-            batches[hash(key) % count if key is not None else delivery.offset % count].append(work)
+        generations = self.generations
         if self._inline is not None:
-            self._inline.process(batches[0])
+            self._inline.process(((deliveries, generations),))
             return
+        workers = self._workers
+        count = len(workers)
+        if count == 1:
+            workers[0].submit((deliveries, generations))
+            return
+        batches: list[list[Delivery]] = [[] for _ in range(count)]
+        for delivery in deliveries:
+            key = delivery.key
+            batches[hash(key) % count if key is not None else delivery.offset % count].append(delivery)
         for worker, batch in zip(workers, batches, strict=True):
             if batch:
-                worker.submit(batch)
+                worker.submit((batch, generations))
 
     def _settle(self) -> bool:
-        """Settle every finished piece of work on the transport; True if any was."""
+        """Settle every finished piece of work on the transport, in completion order; True if any was."""
         completions = self.completions
         if not completions:
             return False
@@ -600,37 +706,25 @@ class GroupRunner:
         by_stream = self.in_flight_by_stream
         settled = 0
         while completions:
-            work = completions.popleft()
-            delivery = work.delivery
-            outcome = work.outcome
-            route = work.route
-            if outcome is Outcome.DONE:
-                acks.append(delivery)
-                if route is not None and route.consumed is not None:
-                    route.consumed.inc()
-                    route.duration.observe(work.duration)
-                    route.latency.observe(work.latency)
-            elif outcome is Outcome.DUPLICATE:
-                acks.append(delivery)
-                if route is not None and route.duplicates is not None:
-                    route.duplicates.inc()
-            elif outcome is Outcome.RELEASE:
-                released.append(delivery)
-            else:
-                if acks:  # keep settling order per stream
-                    consumer.ack(acks)
-                    acks = []
-                assert work.headers is not None
-                if outcome is Outcome.RETRY:
-                    consumer.retry_later(delivery, work.delay, work.headers)
-                else:
-                    consumer.dead_letter(delivery, work.headers)
-                    reason = work.headers.get(H.DEAD_LETTER_REASON, H.REASON_POISON)
-                    if route is not None and route.dead:
-                        route.dead[reason].inc()
-                    log.error("%s: dead-lettered %s[%d]@%d (%s): %s", self.group.name, delivery.source,
-                              delivery.partition, delivery.offset, reason, work.headers.get(H.ERROR_MESSAGE))
+            item = completions.popleft()
+            if type(item) is Done:
+                deliveries = item.deliveries
+                acks += deliveries
+                settled += len(deliveries)
+                for delivery in deliveries:
+                    stream = (delivery.source, delivery.partition)
+                    if stream in by_stream:
+                        by_stream[stream] -= 1
+                if item.samples is not None:
+                    for route, duration, latency in item.samples:
+                        route.consumed.inc()
+                        route.duration.observe(duration)
+                        route.latency.observe(latency)
+                continue
+            assert isinstance(item, Work)
+            self._settle_work(consumer, item, acks, released)
             settled += 1
+            delivery = item.delivery
             stream = (delivery.source, delivery.partition)
             if stream in by_stream:
                 by_stream[stream] -= 1
@@ -641,6 +735,38 @@ class GroupRunner:
         self.in_flight -= settled
         self.handled += settled
         return True
+
+    def _settle_work(self, consumer: ConsumerTransport, work: Work, acks: list[Delivery],
+                     released: list[Delivery]) -> None:
+        delivery = work.delivery
+        outcome = work.outcome
+        route = work.route
+        if outcome is Outcome.DONE:
+            acks.append(delivery)
+            if route is not None and route.consumed is not None:
+                route.consumed.inc()
+                route.duration.observe(work.duration)
+                route.latency.observe(work.latency)
+        elif outcome is Outcome.DUPLICATE:
+            acks.append(delivery)
+            if route is not None and route.duplicates is not None:
+                route.duplicates.inc()
+        elif outcome is Outcome.RELEASE:
+            released.append(delivery)
+        else:
+            if acks:  # keep settling order per stream
+                consumer.ack(acks)
+                acks.clear()
+            assert work.headers is not None
+            if outcome is Outcome.RETRY:
+                consumer.retry_later(delivery, work.delay, work.headers)
+            else:
+                consumer.dead_letter(delivery, work.headers)
+                reason = work.headers.get(H.DEAD_LETTER_REASON, H.REASON_POISON)
+                if route is not None and route.dead:
+                    route.dead[reason].inc()
+                log.error("%s: dead-lettered %s[%d]@%d (%s): %s", self.group.name, delivery.source,
+                          delivery.partition, delivery.offset, reason, work.headers.get(H.ERROR_MESSAGE))
 
     def _pause_all(self, consumer: ConsumerTransport) -> None:
         streams = [s for s in consumer.assignment() if s not in self.paused]
@@ -674,8 +800,7 @@ class GroupRunner:
             log.warning("%s: %d events unfinished after the %.0fs shutdown deadline; they will be redelivered",
                         self.group.name, self.in_flight, self.shutdown_timeout)
             self.draining = True
-            for stream in list(self.generations):
-                self.generations[stream] += 1
+            self._next_generation(list(self.generations))
             self._poke_all()
             self._wait(lambda: self.in_flight > 0, time.monotonic() + max(1.0, BUSY_POLL * 10))
         consumer.commit()

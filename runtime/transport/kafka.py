@@ -252,31 +252,46 @@ class KafkaConsumer(ConsumerTransport):
         skipped: set[StreamId] | None = None
         retry_names = self.retry_names
         trackers = self.trackers
+        tracker: OffsetTracker | None = None
+        tracked: StreamId | None = None
         for message in messages:
             error = message.error()
             if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
-                    if error.fatal():
-                        raise TransportError(f"kafka consumer of group {self.group.name}: {error.str()}")
-                    log.warning("kafka consumer of group %s: %s", self.group.name, error.str())
+                self._report(error)
                 continue
-            delivery = to_delivery(message)
-            stream = (delivery.source, delivery.partition)
+            # The fields one by one, not through to_delivery(): this loop runs per event.
+            topic = message.topic() or ""
+            partition = message.partition() or 0
+            offset = message.offset() or 0
+            key = message.key()
+            raw_headers = message.headers()
+            delivery = Delivery(topic, partition, offset, topic,
+                                key.decode("utf-8", "replace") if key is not None else None,
+                                decode_headers(raw_headers) if raw_headers else {}, message.value() or b"",
+                                message.timestamp()[1] / 1000.0)
+            stream = (topic, partition)
+            if stream != tracked:  # messages come in runs per partition
+                tracked, tracker = stream, trackers.get(stream)
             if skipped is not None and stream in skipped:
                 continue
-            if stream[0] in retry_names:
+            if topic in retry_names:
                 due = int(delivery.headers.get(H.RETRY_DUE_MS, "0") or 0)
                 if due > time.time() * 1000:
-                    self._wait_until(stream, delivery.offset, due)
+                    self._wait_until(stream, offset, due)
                     skipped = skipped or set()
                     skipped.add(stream)
                     continue
-            tracker = trackers.get(stream)
             if tracker is None:
                 continue  # revoked meanwhile
-            tracker.add(delivery.offset)
+            tracker.add(offset)
             deliveries.append(delivery)
         return deliveries
+
+    def _report(self, error: KafkaError) -> None:
+        if error.code() != KafkaError._PARTITION_EOF:
+            if error.fatal():
+                raise TransportError(f"kafka consumer of group {self.group.name}: {error.str()}")
+            log.warning("kafka consumer of group %s: %s", self.group.name, error.str())
 
     def _wait_until(self, stream: StreamId, offset: int, due_ms: int) -> None:
         partition = TopicPartition(stream[0], stream[1], offset)
@@ -296,8 +311,12 @@ class KafkaConsumer(ConsumerTransport):
     # -- settling
     def ack(self, deliveries: Iterable[Delivery]) -> None:
         trackers = self.trackers
+        tracker: OffsetTracker | None = None
+        tracked: StreamId | None = None
         for delivery in deliveries:
-            tracker = trackers.get((delivery.source, delivery.partition))
+            stream = (delivery.source, delivery.partition)
+            if stream != tracked:  # acks come in runs per partition
+                tracked, tracker = stream, trackers.get(stream)
             if tracker is not None:
                 tracker.done(delivery.offset)
         self.dirty = True
