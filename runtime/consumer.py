@@ -75,6 +75,7 @@ class GroupRoute:
     envelope: type[BaseModel]
     labels: tuple[str, str, str]
     fast: Callable[[Any], Any] | None = None  # the handler, when it takes the event alone
+    decode: Callable[[bytes], Any] | None = None  # envelope.model_validate_json without its wrapper
     consumed: Any = None
     failed: Any = None
     retried: Any = None
@@ -191,11 +192,13 @@ class Worker(threading.Thread):
         samples: list[tuple[GroupRoute, float, float]] | None = [] if runner.metrics is not None else None
         done: list[Delivery] = []
         clock = time.perf_counter
-        flushed = clock()
+        flushed = started = clock()
+        seen = plain.seen if plain is not None else None
+        add = plain.add if plain is not None else None
         for delivery in deliveries:
             headers = delivery.headers
             route = routes.get(delivery.topic)
-            if (route is None or plain is None or route.fast is None
+            if (route is None or seen is None or add is None or route.fast is None or route.decode is None
                     or (headers and (H.ATTEMPT in headers or H.ORIGINAL_TOPIC in headers))
                     or (not current and generations.get(delivery.stream) != runner.generations.get(delivery.stream))
                     or (blocked and (delivery.stream, delivery.key) in blocked)):
@@ -203,17 +206,18 @@ class Worker(threading.Thread):
                 self._admit(delivery, generations)
                 continue
             try:
-                envelope = route.envelope.model_validate_json(delivery.body)
+                envelope = route.decode(delivery.body)
             except (ValidationError, ValueError):
                 self._flush(done, samples)
                 self._admit(delivery, generations)  # dead-letters it as poison, with the reason
                 continue
-            event_id = envelope.event_id.int  # type: ignore[attr-defined]
-            if plain.is_processed(event_id):
+            event_id = envelope.event_id.int
+            if seen(event_id):
                 self._flush(done, samples)
                 self._admit(delivery, generations, envelope)
                 continue
-            started = clock()
+            if samples is not None:
+                started = clock()
             try:
                 route.fast(envelope)
             except Exception as error:
@@ -222,12 +226,11 @@ class Worker(threading.Thread):
                 work.envelope = envelope
                 self._failed(work, error, started)
                 continue
-            plain.mark(event_id)
+            add(event_id, None)
             done.append(delivery)
             finished = clock()
             if samples is not None:
-                samples.append((route, finished - started,
-                                time.time() - envelope.timestamp.timestamp()))  # type: ignore[attr-defined]
+                samples.append((route, finished - started, time.time() - envelope.timestamp.timestamp()))
             if finished - flushed >= SETTLE_AFTER:  # slow handlers: settle as they finish, not per batch
                 self._flush(done, samples)
                 runner.completed.set()
@@ -237,6 +240,9 @@ class Worker(threading.Thread):
     def _flush(self, done: list[Delivery], samples: list[tuple[GroupRoute, float, float]] | None) -> None:
         """Hand the successes so far to the loop thread (before any other outcome: stream order)."""
         if done:
+            plain = self.runner.plain_store
+            if plain is not None:
+                plain.trim()
             self.runner.completions.append(Done(done[:], samples[:] if samples is not None else None))
             done.clear()
             if samples is not None:
@@ -453,6 +459,7 @@ class GroupRunner:
                 route = GroupRoute(event=subscription.event, chain_id=chain_id, ordered=subscription.ordered,
                                    handler=handler, envelope=self.classes.envelopes[subscription.event],
                                    labels=labels, fast=None if handler.wants_context else handler.function)
+                route.decode = route.envelope.__pydantic_validator__.validate_json
                 if metrics is not None:
                     route.consumed = metrics.consumed.labels(*labels)
                     route.failed = metrics.failed.labels(*labels)

@@ -34,7 +34,7 @@ import sqlite3
 import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -57,13 +57,19 @@ class ProcessedStore(ABC):
 
 class MemoryStore(ProcessedStore):
     """The `capacity` most recently processed event ids, in memory (lost on restart). Ids may be
-    any hashable (the consume loop passes `uuid.UUID` objects, avoiding their formatting)."""
+    any hashable (the consume loop passes the UUID's integer: hashed in C, nothing formatted).
+
+    The consume loop's fast path uses `seen` and `add` (the dictionary's own methods: no Python
+    call per event) and calls `trim()` once per batch, so the window may exceed `capacity` by at
+    most one batch in between."""
 
     def __init__(self, capacity: int = 100_000) -> None:
         if capacity < 1:
             raise ValueError("dedup capacity must be at least 1")
         self.capacity = capacity
         self._ids: OrderedDict[Hashable, None] = OrderedDict()
+        self.seen: Callable[[Hashable], bool] = self._ids.__contains__
+        self.add: Callable[[Hashable, None], None] = self._ids.__setitem__
 
     def is_processed(self, event_id: Hashable) -> bool:
         return event_id in self._ids
@@ -74,11 +80,14 @@ class MemoryStore(ProcessedStore):
         self.mark(event_id)
 
     def mark(self, event_id: Hashable) -> None:
-        # No lock on this hot path: each OrderedDict operation is atomic under the GIL, and a
-        # race between two workers can only evict one id too many from a window this large.
+        self._ids[event_id] = None
+        self.trim()
+
+    def trim(self) -> None:
+        # No lock: each OrderedDict operation is atomic under the GIL, and a race between two
+        # workers can only evict one id too many from a window this large.
         ids = self._ids
-        ids[event_id] = None
-        if len(ids) > self.capacity:
+        while len(ids) > self.capacity:
             with contextlib.suppress(KeyError):
                 ids.popitem(last=False)
 

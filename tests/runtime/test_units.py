@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import sqlite3
 import uuid
 from pathlib import Path
@@ -16,6 +17,7 @@ from topo.runtime.events import EventClasses
 from topo.runtime.handlers import HandlerError, HandlerRegistry
 from topo.runtime.publisher import PublishError
 from topo.runtime.transport.memory import MemoryTransport
+from topo.runtime.transport.offsets import OffsetTracker
 
 
 @pytest.fixture
@@ -85,6 +87,50 @@ def test_memory_store_is_bounded() -> None:
         with store.processing(name):
             pass
     assert not store.is_processed("a") and store.is_processed("b") and store.is_processed("c")
+
+
+def test_memory_store_fast_path_is_bounded_after_trim() -> None:
+    store = MemoryStore(capacity=3)
+    for number in range(10):
+        store.add(number, None)  # what the consume loop does per event, trimming per batch
+    assert len(store) == 10
+    store.trim()
+    assert len(store) == 3 and [n for n in range(10) if store.seen(n)] == [7, 8, 9]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_offset_tracker_commits_only_a_contiguous_settled_prefix(seed: int) -> None:
+    """Random settle orders, releases and re-deliveries against a model: the committable position
+    is one past the longest settled prefix of what is tracked, never past an unsettled offset."""
+    rng = random.Random(seed)
+    tracker = OffsetTracker()
+    tracked: dict[int, bool] = {}  # the model: offset -> settled
+    start = committed = 0
+    next_offset = 0
+    for _ in range(300):
+        action = rng.random()
+        if action < 0.45:
+            tracker.add(next_offset)
+            tracked[next_offset] = False
+            next_offset += 1
+        elif action < 0.9 and tracked:
+            offset = rng.choice(sorted(tracked))
+            tracker.done(offset)
+            tracked[offset] = True
+        elif action < 0.95 and tracked:  # release from an offset: seek back, re-deliver later
+            offset = rng.choice(sorted(tracked))
+            tracker.forget_from(offset)
+            tracked = {o: s for o, s in tracked.items() if o < offset}
+            next_offset = offset
+        else:
+            tracker.done(next_offset + 5)  # never handed out: ignored
+        while tracked and tracked.get(start, False):
+            del tracked[start]
+            start += 1
+            committed = start
+        if committed:
+            assert tracker.committable == committed
+        assert all(not settled for o, settled in tracked.items() if o == start)
 
 
 def test_sqlite_store_commits_side_effects_with_the_mark(tmp_path: Path) -> None:
