@@ -75,7 +75,7 @@ class GroupRoute:
     envelope: type[BaseModel]
     labels: tuple[str, str, str]
     fast: Callable[[Any], Any] | None = None  # the handler, when it takes the event alone
-    decode: Callable[[bytes], Any] | None = None  # envelope.model_validate_json without its wrapper
+    decode: Callable[[bytes], Any] = field(init=False)  # envelope.model_validate_json minus its wrapper
     consumed: Any = None
     failed: Any = None
     retried: Any = None
@@ -83,6 +83,9 @@ class GroupRoute:
     duration: Any = None
     latency: Any = None
     dead: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.decode = self.envelope.__pydantic_validator__.validate_json
 
 
 @dataclass(slots=True)
@@ -193,12 +196,15 @@ class Worker(threading.Thread):
         done: list[Delivery] = []
         clock = time.perf_counter
         flushed = started = clock()
-        seen = plain.seen if plain is not None else None
-        add = plain.add if plain is not None else None
+        if plain is None:  # a store with transactions: every delivery takes attempt()
+            for delivery in deliveries:
+                self._admit(delivery, generations)
+            return
+        seen, add = plain.seen, plain.add
         for delivery in deliveries:
             headers = delivery.headers
             route = routes.get(delivery.topic)
-            if (route is None or seen is None or add is None or route.fast is None or route.decode is None
+            if (route is None or route.fast is None
                     or (headers and (H.ATTEMPT in headers or H.ORIGINAL_TOPIC in headers))
                     or (not current and generations.get(delivery.stream) != runner.generations.get(delivery.stream))
                     or (blocked and (delivery.stream, delivery.key) in blocked)):
@@ -459,7 +465,6 @@ class GroupRunner:
                 route = GroupRoute(event=subscription.event, chain_id=chain_id, ordered=subscription.ordered,
                                    handler=handler, envelope=self.classes.envelopes[subscription.event],
                                    labels=labels, fast=None if handler.wants_context else handler.function)
-                route.decode = route.envelope.__pydantic_validator__.validate_json
                 if metrics is not None:
                     route.consumed = metrics.consumed.labels(*labels)
                     route.failed = metrics.failed.labels(*labels)

@@ -22,19 +22,34 @@ from pydantic import (
     StringConstraints,
     model_validator,
 )
+from pydantic_core import TzInfo
 
 TOPOLOGY: Final = "explorer"
 UINT256_MAX: Final = 2**256 - 1
+_UINT256_MAX_TEXT: Final = str(UINT256_MAX)
+_UINT256_MAX_DIGITS: Final = len(_UINT256_MAX_TEXT)
+# pydantic-core parses "Z" and "+00:00" to this one shared instance (2.41 and older made a new one per
+# value, which _to_utc then converts: still correct, only not the fast path).
+_PARSED_UTC: Final = TzInfo(0)
 
 
 def _check_uint256(value: str) -> str:
-    if int(value) > UINT256_MAX:
+    # The pattern admits 1 to 78 digits without leading zeros: only a 78-digit value can exceed the
+    # maximum, and digit strings of one length compare as their numbers do.
+    if len(value) == _UINT256_MAX_DIGITS and value > _UINT256_MAX_TEXT:
         raise ValueError("exceeds the largest uint256 (2**256 - 1)")
     return value
 
 
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    # A parsed "Z" or a datetime.UTC value is already UTC; any other offset or zone is converted.
+    tzinfo = value.tzinfo
+    if tzinfo is _PARSED_UTC or tzinfo is UTC:
+        return value
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00: a validation error, not an exception that escapes
+        raise ValueError("out of range once converted to UTC (years 1 to 9999)") from None
 
 
 Address = Annotated[str, StringConstraints(strict=True, pattern="^0x[0-9a-fA-F]{40}$")]
@@ -249,10 +264,11 @@ class Envelope(BaseModel, Generic[PayloadT]):
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        if self.event_type != self.payload.EVENT_TYPE:
+        payload = self.payload  # read once: a pydantic model's attributes are slower to read than a plain object's
+        if self.event_type != payload.EVENT_TYPE:
             raise ValueError(f"event_type {self.event_type!r} does not match the payload's")
-        if self.chain_id != self.payload.chain_id:
-            raise ValueError(f"chain_id {self.chain_id} differs from the payload's {self.payload.chain_id}")
+        if self.chain_id != payload.chain_id:
+            raise ValueError(f"chain_id {self.chain_id} differs from the payload's {payload.chain_id}")
         return self
 
 

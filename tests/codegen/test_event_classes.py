@@ -7,9 +7,11 @@ import json
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import jsonschema
 import pydantic
@@ -121,10 +123,14 @@ def test_spec_examples_round_trip(event_type: str, explorer_module: tuple[Path, 
 
 @pytest.mark.parametrize(("event_type", "change", "reason"), [
     ("token.transfer", {"amount": str(2**256)}, "largest uint256"),
+    ("token.transfer", {"amount": "2" + "0" * 77}, "largest uint256"),
+    ("token.transfer", {"amount": "9" * 78}, "largest uint256"),
+    ("token.transfer", {"amount": "1" * 79}, "pattern"),
+    ("token.transfer", {"amount": "01"}, "pattern"),
     ("token.transfer", {"amount": "-1"}, "pattern"),
     ("token.transfer", {"amount": 1000}, "string"),
     ("token.transfer", {"from_address": "0x1234"}, "pattern"),
-    ("token.transfer", {"chain_id": 5}, "not declared"),
+    ("token.transfer", {"chain_id": 5}, "chain 5 is not declared for token.transfer \\(1, 138\\)"),
     ("block.new", {"hash": "0x" + "1" * 63}, "pattern"),
     ("block.new", {"block_number": "12345"}, "integer"),
     ("block.new", {"block_number": -1}, "greater than or equal"),
@@ -147,6 +153,63 @@ def test_timestamps_are_normalised_to_utc(explorer_module: tuple[Path, ModuleTyp
     payload = {**SPEC_EXAMPLES["contract.verified"], "verified_at": "2024-01-01T02:00:00+02:00"}
     parsed = explorer_module[1].ContractVerified.model_validate_json(json.dumps(payload))
     assert parsed.model_dump(mode="json", exclude_none=True)["verified_at"] == "2024-01-01T00:00:00Z"
+
+
+@pytest.mark.parametrize("given", [
+    "2024-01-01T00:00:00.5Z", "2024-01-01T00:00:00.5+00:00", "2024-01-01T00:00:00.5-00:00",
+    "2024-01-01T02:00:00.5+02:00", "2023-12-31T19:00:00.5-05:00", 1704067200.5,
+    datetime(2024, 1, 1, 0, 0, 0, 500000, tzinfo=UTC), datetime(2024, 1, 1, 0, 0, 0, 500000, tzinfo=ZoneInfo("UTC")),
+    datetime(2024, 1, 1, 0, 0, 0, 500000, tzinfo=ZoneInfo("Europe/London")),  # zero offset, but not UTC in summer
+    datetime(2024, 1, 1, 1, 0, 0, 500000, tzinfo=timezone(timedelta(hours=1))),
+])
+def test_every_timestamp_becomes_the_same_utc_value(given: Any, explorer_module: tuple[Path, ModuleType]) -> None:
+    """Whatever the offset or zone, the value is that instant with a fixed zero offset (the already-UTC
+    ones are kept as parsed, the others converted): it compares, hashes, serialises and adds alike."""
+    module = explorer_module[1]
+    payload = {**SPEC_EXAMPLES["contract.verified"], "verified_at": given}
+    expected = datetime(2024, 1, 1, 0, 0, 0, 500000, tzinfo=UTC)
+    parsed = [module.ContractVerified.model_validate(payload)]
+    if not isinstance(given, datetime):
+        parsed.append(module.ContractVerified.model_validate_json(json.dumps(payload)))
+    for item in parsed:
+        value = item.verified_at
+        assert value == expected and hash(value) == hash(expected) and value.timestamp() == expected.timestamp()
+        assert value.utcoffset() == timedelta(0) and (value + timedelta(days=180)).utcoffset() == timedelta(0)
+        assert value.tzinfo == UTC
+        assert json.loads(item.model_dump_json())["verified_at"] == "2024-01-01T00:00:00.500000Z"
+    envelope_document = {**envelope("contract.verified", SPEC_EXAMPLES["contract.verified"]), "timestamp": given}
+    event = module.ContractVerifiedEvent.model_validate(envelope_document)
+    assert event.timestamp == expected and (event.timestamp + timedelta(days=180)).utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize("given", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_a_timestamp_out_of_range_in_utc_is_a_validation_error(given: str,
+                                                               explorer_module: tuple[Path, ModuleType]) -> None:
+    module = explorer_module[1]
+    document = {**envelope("block.new", SPEC_EXAMPLES["block.new"]), "timestamp": given}
+    with pytest.raises(pydantic.ValidationError, match="out of range once converted to UTC"):
+        module.ENVELOPES["block.new"].model_validate_json(json.dumps(document))
+
+
+@pytest.mark.parametrize("chain_id", [True, 1.0, "1", "138", None])
+def test_chain_id_is_a_strict_integer(chain_id: Any, explorer_module: tuple[Path, ModuleType]) -> None:
+    module = explorer_module[1]
+    payload = {**SPEC_EXAMPLES["token.transfer"], "chain_id": chain_id}
+    with pytest.raises(pydantic.ValidationError, match="valid integer"):
+        module.TokenTransfer.model_validate_json(json.dumps(payload))
+    with pytest.raises(pydantic.ValidationError, match="valid integer"):
+        module.TokenTransfer.model_validate(payload)
+
+
+def test_uint256_bounds(explorer_module: tuple[Path, ModuleType]) -> None:
+    module = explorer_module[1]
+    for amount in ("0", "9" * 77, "1" + "0" * 77, str(2**255), str(2**256 - 2), str(2**256 - 1)):
+        payload = {**SPEC_EXAMPLES["token.transfer"], "amount": amount}
+        assert module.TokenTransfer.model_validate_json(json.dumps(payload)).amount == amount
+    for amount in (str(2**256), str(2**256 + 10**40), "9" * 78):
+        payload = {**SPEC_EXAMPLES["token.transfer"], "amount": amount}
+        with pytest.raises(pydantic.ValidationError, match=r"exceeds the largest uint256 \(2\*\*256 - 1\)"):
+            module.TokenTransfer.model_validate(payload)
 
 
 def test_envelope_must_agree_with_its_payload(explorer_module: tuple[Path, ModuleType]) -> None:
