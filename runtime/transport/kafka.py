@@ -15,7 +15,9 @@ transactional producer and commit offsets with `send_offsets_to_transaction`.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
+import operator
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -65,6 +67,8 @@ PRODUCER_TUNING = {
     "queue.buffering.max.kbytes": 1048576,
 }
 KeyedHeaders = list[tuple[str, str | bytes | None]]
+STREAM_OF = operator.attrgetter("source", "partition")
+OFFSET_OF = operator.attrgetter("offset")
 
 
 def client_config(settings: KafkaSettings, client_id: str) -> dict[str, Any]:
@@ -100,6 +104,36 @@ def to_delivery(message: Message) -> Delivery:
                     key=key.decode("utf-8", "replace") if key is not None else None,
                     headers=decode_headers(message.headers()), body=message.value() or b"",
                     timestamp=message.timestamp()[1] / 1000.0)
+
+
+def _key_text(key: bytes | None) -> str | None:
+    return None if key is None else key.decode("utf-8", "replace")
+
+
+def _header_texts(raw: Any) -> dict[str, str]:
+    return decode_headers(raw) if raw else {}
+
+
+_DECODE = operator.methodcaller("decode", "utf-8", "replace")
+_MILLISECONDS = operator.itemgetter(1)
+
+
+def deliveries_of(messages: list[Message]) -> list[Delivery]:
+    """`to_delivery` for a batch of messages without errors, field by field through `map`: the
+    common case (every message keyed, no headers) runs no Python code per message but
+    `Delivery.__init__`."""
+    count = len(messages)
+    topics = list(map(Message.topic, messages))
+    keys = list(map(Message.key, messages))
+    texts = map(_DECODE, keys) if None not in keys else map(_key_text, keys)
+    raw_headers = list(map(Message.headers, messages))
+    headers = map(_header_texts, raw_headers) if any(raw_headers) else map(dict, itertools.repeat((), count))
+    values = list(map(Message.value, messages))
+    if None in values:  # a tombstone: poison for the core, with an empty body
+        values = [value or b"" for value in values]
+    seconds = map(operator.truediv, map(_MILLISECONDS, map(Message.timestamp, messages)), itertools.repeat(1000.0))
+    return list(map(Delivery, topics, map(Message.partition, messages), map(Message.offset, messages), topics,
+                    texts, headers, values, seconds))
 
 
 def report_callback(destination: str, key: str, callback: DeliveryCallback) -> Callable[[Any, Message], None]:
@@ -251,44 +285,57 @@ class KafkaConsumer(ConsumerTransport):
         messages = [first]
         if max_messages > 1:
             messages += self.consumer.consume(max_messages - 1, 0)
-        deliveries: list[Delivery] = []
-        skipped: set[StreamId] | None = None
+        if any(map(Message.error, messages)):
+            for message in messages:
+                error = message.error()
+                if error is not None:
+                    self._report(error)
+            messages = [m for m in messages if m.error() is None]
+        deliveries = deliveries_of(messages)
+        if self.retry_names:
+            deliveries = self._due_only(deliveries)
+        return self._track(deliveries)
+
+    def _due_only(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """Retry copies not due yet stay in the log: their partition is paused and seeks back to
+        the first of them, resuming when it is due (see `_resume_due`)."""
         retry_names = self.retry_names
-        trackers = self.trackers
-        tracker: OffsetTracker | None = None
-        tracked: StreamId | None = None
-        for message in messages:
-            error = message.error()
-            if error is not None:
-                self._report(error)
+        if not any(d.source in retry_names for d in deliveries):
+            return deliveries
+        kept: list[Delivery] = []
+        skipped: set[StreamId] = set()
+        now_ms = time.time() * 1000
+        for delivery in deliveries:
+            stream = (delivery.source, delivery.partition)
+            if stream in skipped:
                 continue
-            # The fields one by one, not through to_delivery(): this loop runs per event.
-            topic = message.topic() or ""
-            partition = message.partition() or 0
-            offset = message.offset() or 0
-            key = message.key()
-            raw_headers = message.headers()
-            delivery = Delivery(topic, partition, offset, topic,
-                                key.decode("utf-8", "replace") if key is not None else None,
-                                decode_headers(raw_headers) if raw_headers else {}, message.value() or b"",
-                                message.timestamp()[1] / 1000.0)
-            stream = (topic, partition)
-            if stream != tracked:  # messages come in runs per partition
-                tracked, tracker = stream, trackers.get(stream)
-            if skipped is not None and stream in skipped:
-                continue
-            if topic in retry_names:
+            if delivery.source in retry_names:
                 due = int(delivery.headers.get(H.RETRY_DUE_MS, "0") or 0)
-                if due > time.time() * 1000:
-                    self._wait_until(stream, offset, due)
-                    skipped = skipped or set()
+                if due > now_ms:
+                    self._wait_until(stream, delivery.offset, due)
                     skipped.add(stream)
                     continue
+            kept.append(delivery)
+        return kept
+
+    def _track(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """Record the offsets handed out, per partition; drop deliveries of partitions revoked
+        meanwhile."""
+        trackers = self.trackers
+        runs = [(stream, list(run)) for stream, run in itertools.groupby(deliveries, STREAM_OF)]
+        if len(runs) == 1:  # one partition's run (common): no copy
+            tracker = trackers.get(runs[0][0])
             if tracker is None:
-                continue  # revoked meanwhile
-            tracker.add(offset)
-            deliveries.append(delivery)
-        return deliveries
+                return []
+            tracker.add_many(list(map(OFFSET_OF, deliveries)))
+            return deliveries
+        tracked: list[Delivery] = []
+        for stream, run in runs:
+            tracker = trackers.get(stream)
+            if tracker is not None:
+                tracker.add_many(list(map(OFFSET_OF, run)))
+                tracked += run
+        return tracked
 
     def _report(self, error: KafkaError) -> None:
         if error.code() != KafkaError._PARTITION_EOF:
@@ -314,14 +361,10 @@ class KafkaConsumer(ConsumerTransport):
     # -- settling
     def ack(self, deliveries: Iterable[Delivery]) -> None:
         trackers = self.trackers
-        tracker: OffsetTracker | None = None
-        tracked: StreamId | None = None
-        for delivery in deliveries:
-            stream = (delivery.source, delivery.partition)
-            if stream != tracked:  # acks come in runs per partition
-                tracked, tracker = stream, trackers.get(stream)
+        for stream, run in itertools.groupby(deliveries, STREAM_OF):  # acks come in runs per partition
+            tracker = trackers.get(stream)
             if tracker is not None:
-                tracker.done(delivery.offset)
+                tracker.done_many(list(map(OFFSET_OF, run)))
         self.dirty = True
 
     def retry_later(self, delivery: Delivery, delay_seconds: float, headers: Mapping[str, str]) -> None:

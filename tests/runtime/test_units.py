@@ -16,6 +16,7 @@ from topo.runtime.dedup import MemoryStore, SQLiteStore
 from topo.runtime.events import EventClasses
 from topo.runtime.handlers import HandlerError, HandlerRegistry
 from topo.runtime.publisher import PublishError
+from topo.runtime.transport import offsets
 from topo.runtime.transport.memory import MemoryTransport
 from topo.runtime.transport.offsets import OffsetTracker
 
@@ -99,38 +100,45 @@ def test_memory_store_fast_path_is_bounded_after_trim() -> None:
 
 
 @pytest.mark.parametrize("seed", range(40))
-def test_offset_tracker_commits_only_a_contiguous_settled_prefix(seed: int) -> None:
-    """Random settle orders, releases and re-deliveries against a model: the committable position
-    is one past the longest settled prefix of what is tracked, never past an unsettled offset."""
+def test_offset_tracker_commits_only_a_contiguous_settled_prefix(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Random settle orders (one by one and in batches), releases and re-deliveries against a
+    model: the committable position is one past the longest settled prefix of what is tracked."""
+    monkeypatch.setattr(offsets, "COMPACT_AFTER", 4)  # compaction happens often
     rng = random.Random(seed)
     tracker = OffsetTracker()
     tracked: dict[int, bool] = {}  # the model: offset -> settled
-    start = committed = 0
-    next_offset = 0
-    for _ in range(300):
+    start = committed = next_offset = 0
+    for _ in range(600):
         action = rng.random()
-        if action < 0.45:
-            tracker.add(next_offset)
-            tracked[next_offset] = False
-            next_offset += 1
-        elif action < 0.9 and tracked:
-            offset = rng.choice(sorted(tracked))
+        pending = sorted(o for o, settled in tracked.items() if not settled)
+        if action < 0.4:
+            batch = list(range(next_offset, next_offset + rng.randint(1, 4)))
+            tracker.add_many(batch)
+            tracked.update(dict.fromkeys(batch, False))
+            next_offset = batch[-1] + 1
+        elif action < 0.6 and pending:
+            offset = rng.choice(pending)
             tracker.done(offset)
             tracked[offset] = True
-        elif action < 0.95 and tracked:  # release from an offset: seek back, re-deliver later
+        elif action < 0.85 and pending:  # a batch: the next ones in order, or any ascending subset
+            in_order = rng.random() < 0.5
+            batch = pending[:rng.randint(1, 3)] if in_order else sorted(rng.sample(pending, min(3, len(pending))))
+            tracker.done_many(batch)
+            tracked.update(dict.fromkeys(batch, True))
+        elif action < 0.9 and tracked:  # release from an offset: seek back, re-deliver later
             offset = rng.choice(sorted(tracked))
             tracker.forget_from(offset)
             tracked = {o: s for o, s in tracked.items() if o < offset}
             next_offset = offset
         else:
-            tracker.done(next_offset + 5)  # never handed out: ignored
-        while tracked and tracked.get(start, False):
+            tracker.done_many([next_offset + 5])  # never handed out: ignored
+            tracker.done_many([o for o, settled in tracked.items() if settled][:1])  # settled again: ignored
+        while tracked.get(start, False):
             del tracked[start]
             start += 1
             committed = start
         if committed:
             assert tracker.committable == committed
-        assert all(not settled for o, settled in tracked.items() if o == start)
 
 
 def test_sqlite_store_commits_side_effects_with_the_mark(tmp_path: Path) -> None:
