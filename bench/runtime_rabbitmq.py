@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 from bench.runtime import RuntimeBench, compile_into, paced, payload_dict, percentile, raw_envelope
 from topo.generator.model import Topology
 from topo.generator.resolve import resolve
+from topo.runtime.process import tune_garbage_collector
 from topo.runtime.transport.base import ConsumeOptions, DeliveryReport, StreamId
 from topo.runtime.transport.rabbitmq import RabbitMQTransport, message_properties, provision
 
@@ -361,6 +362,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="length of the latency run")
     parser.add_argument("--concurrency", type=int, default=1, help="runtime worker threads")
     options = parser.parse_args(argv)
+    tune_garbage_collector()  # what `topo run` does; one process, so the raw side runs with it too
     amqp = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
     management = os.environ.get("RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672")
     rows: list[Row] = [("measure", "raw pika", "topo", "ratio", "target")]

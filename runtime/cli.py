@@ -17,6 +17,7 @@ import click
 from topo.runtime import headers as H
 from topo.runtime.app import Runtime
 from topo.runtime.events import DEFAULT_TOPOLOGY
+from topo.runtime.process import tune_garbage_collector
 from topo.runtime.publisher import PublishError
 from topo.runtime.transport import TRANSPORTS
 from topo.runtime.transport.base import Delivery
@@ -52,8 +53,12 @@ def open_runtime(topology_path: Path, broker: str | None, producer: str = "", me
               help="Folder of SQLite dedup stores without an explicit path (default: TOPO_STATE_DIR or .topo-state).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
+@click.option("--gc-tuning/--no-gc-tuning", default=True, show_default=True,
+              help="Freeze start-up objects and collect cycles every 20,000 allocations instead of 700 "
+                   "(topo.runtime.process).")
 def run(group_name: str, topology_path: Path, broker: str | None, concurrency: int, shutdown_timeout: float,
-        metrics_port: int | None, imports: tuple[str, ...], state_dir: Path | None, log_level: str) -> None:
+        metrics_port: int | None, imports: tuple[str, ...], state_dir: Path | None, log_level: str,
+        gc_tuning: bool) -> None:
     """Run a consumer group's handlers until SIGTERM/SIGINT, then drain and exit."""
     import importlib
 
@@ -79,6 +84,8 @@ def run(group_name: str, topology_path: Path, broker: str | None, concurrency: i
     except (KeyError, LookupError) as error:
         raise click.ClickException(str(error).strip("'\"")) from None
     register_signals(runner.stop)
+    if gc_tuning:
+        tune_garbage_collector()
     try:
         runner.run()
     finally:
