@@ -350,6 +350,15 @@ def bench_kafka(events: int, rate: int, seconds: float, concurrency: int, thread
     return rows
 
 
+def print_table(rows: list[Row]) -> None:
+    """`rows[0]` is the header; columns padded to their widest cell."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for index, row in enumerate(rows):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+        if index == 0:
+            print("  ".join("-" * width for width in widths))
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--events", type=int, default=30000)
@@ -363,14 +372,10 @@ def main(argv: list[str]) -> int:
                         help="also measure consuming with this many worker threads (topo run's default); 0: skip")
     options = parser.parse_args(argv)
     tune_garbage_collector()  # what `topo run` does; one process, so the raw side runs with it too
-    rows = [("measure", "raw client", "topo runtime", "ratio", "target")]
+    rows: list[Row] = [("measure", "raw client", "topo runtime", "ratio", "target")]
     rows += bench_kafka(options.events, options.rate, options.seconds, options.concurrency, options.threaded,
                         options.rounds)
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    for index, row in enumerate(rows):
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
-        if index == 0:
-            print("  ".join("-" * width for width in widths))
+    print_table(rows)
     return 0
 
 

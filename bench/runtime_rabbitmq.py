@@ -43,7 +43,16 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script by `python -m bench`
 
-from bench.runtime import RuntimeBench, compile_into, paced, payload_dict, percentile, raw_envelope
+from bench.runtime import (
+    Row,
+    RuntimeBench,
+    compile_into,
+    paced,
+    payload_dict,
+    percentile,
+    print_table,
+    raw_envelope,
+)
 from topo.generator.model import Topology
 from topo.generator.resolve import resolve
 from topo.runtime.process import tune_garbage_collector
@@ -56,7 +65,6 @@ KEYS = 500
 LATENCY_MARK = 10**9
 RAW_ACK_EVERY = 50  # log_index of the events a latency run measures
 
-Row = tuple[str, str, str, str, str]
 MakeMessage = Callable[[int], tuple[bytes, str]]  # index -> (body, key)
 
 
@@ -369,11 +377,7 @@ def main(argv: list[str]) -> int:
     with scratch_vhost(amqp, management) as url:
         rows += bench_runtime(url, options.events, options.rate, options.seconds, options.concurrency)
         rows += bench_transport(url, options.events, options.rounds)
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    for index, row in enumerate(rows):
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
-        if index == 0:
-            print("  ".join("-" * width for width in widths))
+    print_table(rows)
     return 0
 
 

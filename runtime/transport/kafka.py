@@ -98,12 +98,7 @@ def encode_headers(headers: Mapping[str, str]) -> KeyedHeaders:
 
 
 def to_delivery(message: Message) -> Delivery:
-    key = message.key()
-    topic = message.topic() or ""
-    return Delivery(source=topic, partition=message.partition() or 0, offset=message.offset() or 0, topic=topic,
-                    key=key.decode("utf-8", "replace") if key is not None else None,
-                    headers=decode_headers(message.headers()), body=message.value() or b"",
-                    timestamp=message.timestamp()[1] / 1000.0)
+    return deliveries_of([message])[0]
 
 
 def _key_text(key: bytes | None) -> str | None:
@@ -523,7 +518,7 @@ class KafkaTail(ConsumerTransport):
         listener.on_assigned(self.streams)
 
     def poll(self, max_messages: int, timeout: float) -> list[Delivery]:
-        return [to_delivery(m) for m in self.consumer.consume(max(1, max_messages), timeout) if m.error() is None]
+        return deliveries_of([m for m in self.consumer.consume(max(1, max_messages), timeout) if m.error() is None])
 
     def ack(self, deliveries: Iterable[Delivery]) -> None:
         """Nothing to record: a tail keeps no position."""
