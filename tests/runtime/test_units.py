@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import random
 import sqlite3
 import uuid
@@ -15,6 +16,7 @@ from topo.runtime.app import Runtime
 from topo.runtime.dedup import MemoryStore, SQLiteStore
 from topo.runtime.events import EventClasses
 from topo.runtime.handlers import HandlerError, HandlerRegistry
+from topo.runtime.process import tune_garbage_collector
 from topo.runtime.publisher import PublishError
 from topo.runtime.transport import offsets
 from topo.runtime.transport.memory import MemoryTransport
@@ -139,6 +141,17 @@ def test_offset_tracker_commits_only_a_contiguous_settled_prefix(seed: int, monk
             committed = start
         if committed:
             assert tracker.committable == committed
+
+
+def test_gc_tuning_freezes_start_up_objects_and_raises_the_young_threshold() -> None:
+    before = gc.get_threshold()
+    try:
+        tune_garbage_collector(12_345)
+        assert gc.get_threshold() == (12_345, *before[1:])
+        assert gc.get_freeze_count() > 1000  # modules, classes and the rest of start-up
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
 
 
 def test_sqlite_store_commits_side_effects_with_the_mark(tmp_path: Path) -> None:
