@@ -86,13 +86,13 @@ class QueueSpec:
         return str(self.arguments.get("x-queue-type", "classic"))
 
 
-@dataclass(frozen=True)
-class BindingSpec:
+class BindingIdentity:
+    """What names a binding on the broker, on the desired and the live side alike."""
+
     source: str
     destination: str
-    destination_type: Literal["exchange", "queue"]
+    destination_type: str
     routing_key: str
-    arguments: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -100,6 +100,15 @@ class BindingSpec:
 
     def describe(self) -> str:
         return f"{self.source} -> {self.destination_type} {self.destination} [{self.routing_key}]"
+
+
+@dataclass(frozen=True)
+class BindingSpec(BindingIdentity):
+    source: str
+    destination: str
+    destination_type: Literal["exchange", "queue"]
+    routing_key: str
+    arguments: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import requests
 
 from topo.generator.model import Topology
 from topo.provision.connect import RabbitTarget
-from topo.provision.desired import BindingSpec, ExchangeSpec, QueueSpec, definitions
+from topo.provision.desired import BindingIdentity, BindingSpec, ExchangeSpec, QueueSpec, definitions
 from topo.provision.plan import Action, Broker, Change
 
 TIMEOUT = 60.0
@@ -48,20 +48,13 @@ class LiveQueue:
 
 
 @dataclass(frozen=True)
-class LiveBinding:
+class LiveBinding(BindingIdentity):
     source: str
     destination: str
     destination_type: str
     routing_key: str
     arguments: Mapping[str, Any]
     properties_key: str
-
-    @property
-    def key(self) -> tuple[str, str, str, str]:
-        return (self.source, self.destination_type, self.destination, self.routing_key)
-
-    def describe(self) -> str:
-        return f"{self.source} -> {self.destination_type} {self.destination} [{self.routing_key}]"
 
 
 @dataclass(frozen=True)
