@@ -26,7 +26,8 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy -p topo -p dev -p bench
+	$(BIN)/python -m dev.typecheck dev bench
+	$(BIN)/python -m dev.layers
 
 brokers-up:
 	$(PYTHON) dev/brokers.py up $(BROKERS)

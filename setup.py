@@ -1,11 +1,25 @@
-"""Packaging of the single import package `topo`.
+"""Packaging of the single import package `topo` from the design card's top-level folders.
 
-The design card's top-level folders are its subpackages: topo/generator, topo/runtime and
-topo/templates are symlinks to generator/, runtime/ and templates/, so every tool (pip, mypy,
-pytest, editors) sees one ordinary package and a wheel contains real files. Template folders
-hold no Python, hence namespace discovery.
+`[tool.setuptools.package-dir]` in pyproject.toml maps each part onto its real folder
+(generator/ is `topo.generator`, runtime/ `topo.runtime`, provision/ `topo.provision`,
+templates/ `topo.templates`); this file lists the subpackages under each. Template folders hold
+no Python, hence namespace discovery.
 """
+
+import tomllib
+from pathlib import Path
 
 from setuptools import find_namespace_packages, setup
 
-setup(packages=find_namespace_packages(include=["topo", "topo.*"], exclude=["*.__pycache__"]))
+PACKAGE_DIRS: dict[str, str] = tomllib.loads(Path(__file__).with_name("pyproject.toml").read_text())[
+    "tool"]["setuptools"]["package-dir"]
+
+
+def packages() -> list[str]:
+    found = set(PACKAGE_DIRS)
+    for package, folder in PACKAGE_DIRS.items():
+        found |= {f"{package}.{sub}" for sub in find_namespace_packages(where=folder, exclude=["*__pycache__*"])}
+    return sorted(found)
+
+
+setup(packages=packages(), package_dir=PACKAGE_DIRS)

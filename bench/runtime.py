@@ -41,9 +41,9 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from topo.core.interpolate import expand
+from topo.core.model import Topology
 from topo.generator.emit import emit_all
-from topo.generator.interpolate import expand
-from topo.generator.model import Topology
 from topo.generator.resolve import resolve
 from topo.runtime.app import Runtime
 from topo.runtime.consumer import GroupRunner

@@ -53,7 +53,7 @@ from bench.runtime import (
     print_table,
     raw_envelope,
 )
-from topo.generator.model import Topology
+from topo.core.model import Topology
 from topo.generator.resolve import resolve
 from topo.runtime.process import tune_garbage_collector
 from topo.runtime.transport.base import ConsumeOptions, DeliveryReport, StreamId

@@ -20,8 +20,8 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from topo.core.model import Topology
 from topo.generator.diagnostics import Diagnostic, TopologyError, has_errors, ordered
-from topo.generator.model import Topology
 
 NodePath = tuple[str | int, ...]
 

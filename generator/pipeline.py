@@ -15,10 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from topo.core.model import Topology
 from topo.generator.diagnostics import Diagnostic
 from topo.generator.emit import Files, emit_all
 from topo.generator.load import load
-from topo.generator.model import Topology
 
 # Written into the output directory by tools (imports, type checkers), never by topo.
 IGNORED_DIRS = frozenset({"__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"})

@@ -7,12 +7,11 @@ report user errors. Connection settings are copied verbatim, `${VAR}` references
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from topo.generator.durations import format_duration, parse_duration
-from topo.generator.model import (
+from topo.core.durations import parse_duration
+from topo.core.model import (
     AlertThresholds,
     BrokerKind,
     Chain,
@@ -28,45 +27,37 @@ from topo.generator.model import (
     PayloadField,
     RabbitGroupPlumbing,
     RabbitSettings,
-    RetryDestination,
     RetryPolicy,
     Subscription,
     Topology,
 )
-
-CHAIN_ID = "chain_id"
-KEY_HEADER = "x-topo-key"
-DEFAULT_TOPIC_NAMING = "{event_type}.{chain_id}"
-NAMING_PLACEHOLDERS = ("event_type", "chain_id", "chain", "topology")
-
-DEFAULT_RETRY: dict[str, Any] = {"max_retries": 3, "backoff": "exponential", "initial": "1s", "multiplier": 2,
-                                 "max": "1m"}
-DEFAULT_ALERTS: dict[str, Any] = {
-    "consumer_lag": {"events": 1000, "seconds": 300, "for": "1m"},
-    "dead_letter": {"events": 0},
-    "error_rate": {"ratio": 0.01, "for": "5m"},
-    "stalled": {"for": "5m"},
-}
-DEFAULT_MAX_IN_FLIGHT = 256
-DEFAULT_DEDUP_CAPACITY = 100_000
-DEFAULT_PARTITIONS = 3
-DEFAULT_EVENT_VERSION = "1.0"
-# Dead letters wait for a person to look at them: keep them at least this long (milliseconds).
-DLQ_MIN_RETENTION_MS = 30 * 24 * 3600 * 1000
-# Redeliveries beyond the retry budget only come from crashes mid-handler; the quorum queue's
-# delivery limit dead-letters such a crash loop instead of cycling forever.
-CRASH_LOOP_ALLOWANCE = 5
+from topo.core.names import (
+    CHAIN_ID,
+    CRASH_LOOP_ALLOWANCE,
+    DEFAULT_ALERTS,
+    DEFAULT_DEDUP_CAPACITY,
+    DEFAULT_EVENT_VERSION,
+    DEFAULT_KAFKA,
+    DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_PARTITIONS,
+    DEFAULT_RABBITMQ,
+    DEFAULT_RETRY,
+    DEFAULT_TOPIC_NAMING,
+    DLQ_MIN_RETENTION_MS,
+    KEY_HEADER,
+    class_name,
+    default_exchange,
+    dlq_name,
+    events_module,
+    format_name,
+    group_prefix,
+    hash_exchange_type,
+    plumbing_topic_settings,
+    retry_destinations,
+    work_queue_names,
+)
 
 Doc = Mapping[str, Any]
-
-
-def class_name(event_name: str) -> str:
-    """`token.transfer` -> `TokenTransfer`; `nft.mint-v2` -> `NftMintV2`."""
-    return "".join(part[:1].upper() + part[1:] for part in re.split(r"[._\-]+", event_name) if part)
-
-
-def format_name(template: str, **values: str | int) -> str:
-    return template.format(**{key: str(value) for key, value in values.items()})
 
 
 def _section(doc: Doc | None, key: str) -> Doc:
@@ -157,32 +148,6 @@ def kafka_configs(event: Doc, defaults: Doc) -> dict[str, str]:
     return dict(sorted(configs.items()))
 
 
-def retry_destinations(prefix: str, policy: RetryPolicy) -> tuple[RetryDestination, ...]:
-    unique = sorted(set(policy.delays_seconds))
-    return tuple(RetryDestination(delay_seconds=d, name=f"{prefix}.retry.{format_duration(d)}") for d in unique)
-
-
-def plumbing_topic_settings(events: Sequence[EventType], kafka: KafkaSettings,
-                            min_retention_ms: int | None = None) -> KafkaTopicSettings:
-    """Settings of a group's retry or dead-letter topic, derived from the events it carries.
-
-    As many partitions and replicas as the largest of those events; always `cleanup.policy=delete`
-    (compaction would drop retries and dead letters that share a key); the longest of their
-    retentions, raised to `min_retention_ms` when given.
-    """
-    retentions = [int(e.kafka.configs["retention.ms"]) for e in events if "retention.ms" in e.kafka.configs]
-    if min_retention_ms is not None:
-        retentions.append(min_retention_ms)
-    configs = {"cleanup.policy": "delete"}
-    if retentions:
-        configs["retention.ms"] = str(-1 if -1 in retentions else max(retentions))
-    return KafkaTopicSettings(
-        partitions=max((e.kafka.partitions for e in events), default=kafka.partitions),
-        replication_factor=max((e.kafka.replication_factor for e in events), default=kafka.replication_factor),
-        configs=dict(sorted(configs.items())),
-    )
-
-
 def resolve(doc: Doc) -> Topology:
     name = str(doc["name"])
     defaults = _section(doc, "defaults")
@@ -193,19 +158,18 @@ def resolve(doc: Doc) -> Topology:
     routing_naming = str(naming.get("routing_key", topic_naming))
 
     kafka = KafkaSettings(
-        bootstrap_servers=str(kafka_doc.get("bootstrap_servers", "${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}")),
-        security_protocol=str(kafka_doc.get("security_protocol", "${KAFKA_SECURITY_PROTOCOL:-PLAINTEXT}")),
-        sasl_mechanism=str(kafka_doc.get("sasl_mechanism", "${KAFKA_SASL_MECHANISM:-PLAIN}")),
-        sasl_username=str(kafka_doc.get("sasl_username", "${KAFKA_SASL_USERNAME:-}")),
-        sasl_password=str(kafka_doc.get("sasl_password", "${KAFKA_SASL_PASSWORD:-}")),
+        bootstrap_servers=str(kafka_doc.get("bootstrap_servers", DEFAULT_KAFKA["bootstrap_servers"])),
+        security_protocol=str(kafka_doc.get("security_protocol", DEFAULT_KAFKA["security_protocol"])),
+        sasl_mechanism=str(kafka_doc.get("sasl_mechanism", DEFAULT_KAFKA["sasl_mechanism"])),
+        sasl_username=str(kafka_doc.get("sasl_username", DEFAULT_KAFKA["sasl_username"])),
+        sasl_password=str(kafka_doc.get("sasl_password", DEFAULT_KAFKA["sasl_password"])),
         partitions=int(kafka_doc.get("partitions", DEFAULT_PARTITIONS)),
         replication_factor=int(kafka_doc.get("replication_factor", 1)),
     )
     rabbitmq = RabbitSettings(
-        url=str(rabbit_doc.get("url", "${RABBITMQ_URL:-amqp://guest:guest@127.0.0.1:5672/%2F}")),
-        management_url=str(rabbit_doc.get("management_url",
-                                          "${RABBITMQ_MANAGEMENT_URL:-http://guest:guest@127.0.0.1:15672}")),
-        exchange=str(rabbit_doc.get("exchange", f"{name}.events")),
+        url=str(rabbit_doc.get("url", DEFAULT_RABBITMQ["url"])),
+        management_url=str(rabbit_doc.get("management_url", DEFAULT_RABBITMQ["management_url"])),
+        exchange=str(rabbit_doc.get("exchange", default_exchange(name))),
         partitions=int(rabbit_doc.get("partitions", DEFAULT_PARTITIONS)),
         key_header=KEY_HEADER,
     )
@@ -276,7 +240,7 @@ def resolve(doc: Doc) -> Topology:
         groups=tuple(groups),
         alerts=alerts,
         producers=tuple(producers),
-        events_module=re.sub(r"[^a-z0-9_]", "_", name.lower()) + "_events",
+        events_module=events_module(name),
     )
 
 
@@ -304,7 +268,7 @@ def _resolve_group(topology: str, group_name: str, group_doc: Doc, defaults: Doc
     ordered = any(s.ordered for s in subscriptions)
     needs_retry_plumbing = any(not s.ordered for s in subscriptions) and retry.max_retries > 0
     delivery = Delivery(group_doc.get("delivery", defaults.get("delivery", Delivery.AT_LEAST_ONCE)))
-    prefix = f"{topology}.{group_name}"
+    prefix = group_prefix(topology, group_name)
     partitions = int(group_doc.get("partitions", rabbit.partitions))
     dedup_doc = _merge(_section(defaults, "dedup"), _section(group_doc, "dedup"))
     subscribed = [events[name] for name in dict.fromkeys(s.event for s in subscriptions)]
@@ -326,7 +290,7 @@ def _resolve_group(topology: str, group_name: str, group_doc: Doc, defaults: Doc
         kafka=KafkaGroupPlumbing(
             group_id=prefix,
             retry_topics=retry_destinations(prefix, retry) if needs_retry_plumbing else (),
-            dlq_topic=f"{prefix}.dlq",
+            dlq_topic=dlq_name(prefix),
             transactional_id_prefix=prefix if delivery is Delivery.EXACTLY_ONCE else None,
             retry_topic_settings=(plumbing_topic_settings([e for e in subscribed if not e.ordered], kafka)
                                   if needs_retry_plumbing else None),
@@ -334,12 +298,12 @@ def _resolve_group(topology: str, group_name: str, group_doc: Doc, defaults: Doc
         ),
         rabbitmq=RabbitGroupPlumbing(
             exchange=prefix,
-            exchange_type="x-consistent-hash" if partitions > 1 else "fanout",
+            exchange_type=hash_exchange_type(partitions),
             hash_header=rabbit.key_header if partitions > 1 else None,
-            queues=tuple(f"{prefix}.{index}" for index in range(partitions)),
+            queues=work_queue_names(prefix, partitions),
             single_active_consumer=ordered,
             delivery_limit=retry.max_retries + CRASH_LOOP_ALLOWANCE,
             retry_queues=retry_destinations(prefix, retry) if needs_retry_plumbing else (),
-            dlq_queue=f"{prefix}.dlq",
+            dlq_queue=dlq_name(prefix),
         ),
     )

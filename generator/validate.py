@@ -18,19 +18,13 @@ from typing import Annotated, Any
 import jsonschema
 from pydantic import StringConstraints, TypeAdapter
 
-from topo.generator import interpolate
+from topo.core import interpolate
+from topo.core.durations import format_duration
+from topo.core.names import CHAIN_ID, DEFAULT_RETRY, DEFAULT_TOPIC_NAMING, NAMING_PLACEHOLDERS, class_name
 from topo.generator.diagnostics import Diagnostic, Severity, ordered
-from topo.generator.durations import format_duration
 from topo.generator.emit.fieldtypes import python_name
 from topo.generator.load import Document, NodePath, Span
-from topo.generator.resolve import (
-    CHAIN_ID,
-    DEFAULT_RETRY,
-    DEFAULT_TOPIC_NAMING,
-    NAMING_PLACEHOLDERS,
-    class_name,
-    resolve_retry,
-)
+from topo.generator.resolve import resolve_retry
 from topo.generator.schema import topology_schema
 
 KAFKA_TOPIC_MAX = 249

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from topo.generator.model import Topology
+from topo.core.model import Topology
 from topo.runtime.consumer import GroupRunner
 from topo.runtime.dedup import ProcessedStore, store_for
 from topo.runtime.events import EventClasses, load_topology

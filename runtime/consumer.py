@@ -28,9 +28,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from topo.generator.model import ConsumerGroup, Topology
-from topo.generator.model import Delivery as DeliveryMode
-from topo.runtime import headers as H
+from topo.core import headers as H
+from topo.core.model import ConsumerGroup, Topology
+from topo.core.model import Delivery as DeliveryMode
 from topo.runtime.dedup import MemoryStore, ProcessedStore
 from topo.runtime.events import EventClasses
 from topo.runtime.handlers import BoundHandler, HandlerContext

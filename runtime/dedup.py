@@ -39,8 +39,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from topo.generator.interpolate import expand
-from topo.generator.model import ConsumerGroup
+from topo.core.interpolate import expand
+from topo.core.model import ConsumerGroup
 
 
 class ProcessedStore(ABC):

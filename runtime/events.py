@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from topo.generator.model import Topology
+from topo.core.model import Topology
 
 DEFAULT_TOPOLOGY = Path("generated/topology.json")
 

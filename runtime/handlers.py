@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from topo.generator.model import ConsumerGroup
+from topo.core.model import ConsumerGroup
 
 Handler = Callable[..., Any]
 

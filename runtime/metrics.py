@@ -9,7 +9,21 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from topo.generator.model import ConsumerGroup, Topology
+from topo.core.metric_names import (
+    CONSUMED,
+    DEAD_LETTERED,
+    DUPLICATES,
+    FAILED,
+    HANDLER_DURATION,
+    IN_FLIGHT,
+    LAST_PROGRESS,
+    LATENCY,
+    PAUSED_PARTITIONS,
+    PUBLISH_FAILED,
+    PUBLISHED,
+    RETRIED,
+)
+from topo.core.model import ConsumerGroup, Topology
 
 EVENT_LABELS = ("event_type", "chain_id")
 GROUP_LABELS = ("group", "event_type", "chain_id")
@@ -18,19 +32,6 @@ DEAD_LETTER_REASONS = ("max_retries", "poison")
 HANDLER_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
-# Metric names (without the _total suffix prometheus-client adds to counters).
-PUBLISHED = "topo_events_published"
-PUBLISH_FAILED = "topo_events_publish_failed"
-CONSUMED = "topo_events_consumed"
-FAILED = "topo_events_failed"
-RETRIED = "topo_events_retried"
-DEAD_LETTERED = "topo_events_dead_lettered"
-DUPLICATES = "topo_events_duplicates"
-HANDLER_DURATION = "topo_handler_duration_seconds"
-LATENCY = "topo_event_latency_seconds"
-IN_FLIGHT = "topo_in_flight_events"
-PAUSED_PARTITIONS = "topo_paused_partitions"
-LAST_PROGRESS = "topo_consumer_last_progress_timestamp_seconds"
 
 
 def latency_buckets(topology: Topology) -> tuple[float, ...]:

@@ -14,7 +14,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ValidationError
 
-from topo.generator.model import EventTopic, Topology
+from topo.core.model import EventTopic, Topology
 from topo.runtime.events import EventClasses, key_attribute
 from topo.runtime.metrics import RuntimeMetrics
 from topo.runtime.transport.base import DeliveryReport, PublisherTransport

@@ -10,7 +10,7 @@ import importlib
 from collections.abc import Callable
 from typing import cast
 
-from topo.generator.model import Topology
+from topo.core.model import Topology
 
 Files = dict[str, str]
 Emitter = Callable[[Topology], Files]

@@ -25,8 +25,8 @@ import math
 import re
 from importlib.metadata import PackageNotFoundError, version
 
-from topo.generator.interpolate import references
-from topo.generator.model import BrokerKind, ConsumerGroup, Topology
+from topo.core.interpolate import references
+from topo.core.model import BrokerKind, ConsumerGroup, Topology
 from topo.generator.render import render
 
 GROUP_TEMPLATE = "k8s/deploy/group.yaml.j2"

@@ -7,6 +7,7 @@ import keyword
 import re
 from typing import Any
 
+from topo.core.model import EventType, FieldType, PayloadField, Topology
 from topo.generator.emit.fieldtypes import (
     ADDRESS_PATTERN,
     HASH32_PATTERN,
@@ -16,7 +17,6 @@ from topo.generator.emit.fieldtypes import (
     python_name,
     python_spelling,
 )
-from topo.generator.model import EventType, FieldType, PayloadField, Topology
 from topo.generator.render import render
 
 TEMPLATE = "python/events.py.j2"

@@ -10,7 +10,7 @@ import keyword
 from dataclasses import dataclass
 from typing import Any
 
-from topo.generator.model import FieldType, PayloadField
+from topo.core.model import FieldType, PayloadField
 
 ADDRESS_PATTERN = "^0x[0-9a-fA-F]{40}$"
 HASH32_PATTERN = "^0x[0-9a-fA-F]{64}$"

@@ -14,9 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from topo.generator.model import BrokerKind, ConsumerGroup, Topology
-from topo.generator.render import render
-from topo.runtime.metrics import (
+from topo.core import metric_names as M
+from topo.core.metric_names import (
     CONSUMED,
     DEAD_LETTERED,
     FAILED,
@@ -29,7 +28,8 @@ from topo.runtime.metrics import (
     PUBLISHED,
     RETRIED,
 )
-from topo.runtime.observe import exporter as M
+from topo.core.model import BrokerKind, ConsumerGroup, Topology
+from topo.generator.render import render
 
 SCHEMA_VERSION = 39
 DASHBOARDS_DIR = "grafana/dashboards"

@@ -1,7 +1,7 @@
 """Kafka provisioning artifacts: topics.sh, desired-state.json and Strimzi KafkaTopic manifests.
 
 Every topic, partition count, replication factor and config comes from
-`topo.provision.desired.kafka_topics`, the same list `topo plan` / `topo apply` work from.
+`topo.core.desired.kafka_topics`, the same list `topo plan` / `topo apply` work from.
 """
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import json
 import shlex
 from typing import Any
 
+from topo.core.connect import env_setting
+from topo.core.desired import TopicSpec, kafka_topics
+from topo.core.k8s import label_value, resource_names
+from topo.core.model import Topology
 from topo.generator.jsonout import pretty, quoted
-from topo.generator.model import Topology
 from topo.generator.render import render
-from topo.provision.connect import env_setting
-from topo.provision.desired import TopicSpec, kafka_topics
-from topo.provision.k8s import label_value, resource_names
 
 SCRIPT = "kafka/topics.sh"
 DESIRED_STATE = "kafka/desired-state.json"

@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from functools import reduce
 from typing import Any
 
-from topo.generator.durations import format_duration
-from topo.generator.model import BrokerKind, ConsumerGroup, Delivery, Topology
+from topo.core import metric_names as M
+from topo.core.durations import format_duration
+from topo.core.metric_names import CONSUMED, DEAD_LETTERED, FAILED, IN_FLIGHT, LAST_PROGRESS
+from topo.core.model import BrokerKind, ConsumerGroup, Delivery, Topology
 from topo.generator.render import render
-from topo.runtime.metrics import CONSUMED, DEAD_LETTERED, FAILED, IN_FLIGHT, LAST_PROGRESS
-from topo.runtime.observe import exporter as M
 
 RULES_PATH = "prometheus/rules.yml"
 TESTS_PATH = "prometheus/rules.test.yml"

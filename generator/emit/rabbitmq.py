@@ -1,7 +1,7 @@
 """RabbitMQ provisioning artifacts: definitions.json, provision.sh and messaging-topology-operator
 manifests (Exchange, Queue, Binding).
 
-Every exchange, queue, binding and argument comes from `topo.provision.desired`, the same
+Every exchange, queue, binding and argument comes from `topo.core.desired`, the same
 resources `topo plan` / `topo apply` work from. No policies are used: every setting is a queue
 or exchange argument, marked with `x-topo-owner`.
 """
@@ -14,18 +14,18 @@ import shlex
 import urllib.parse
 from typing import Any
 
-from topo.generator.jsonout import pretty, quoted
-from topo.generator.model import Topology
-from topo.generator.render import render
-from topo.provision.connect import env_setting, without_userinfo
-from topo.provision.desired import (
+from topo.core.connect import env_setting, without_userinfo
+from topo.core.desired import (
     BindingSpec,
     definitions,
     rabbit_bindings,
     rabbit_exchanges,
     rabbit_queues,
 )
-from topo.provision.k8s import dns_label, label_value, resource_names
+from topo.core.k8s import dns_label, label_value, resource_names
+from topo.core.model import Topology
+from topo.generator.jsonout import pretty, quoted
+from topo.generator.render import render
 
 DEFINITIONS = "rabbitmq/definitions.json"
 SCRIPT = "rabbitmq/provision.sh"

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from topo.core.model import EventType, Topology
 from topo.generator.emit.fieldtypes import DATETIME_PATTERN, json_schema
-from topo.generator.model import EventType, Topology
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"

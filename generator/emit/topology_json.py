@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from topo.generator.model import Topology
+from topo.core.model import Topology
 
 PATH = "topology.json"
 

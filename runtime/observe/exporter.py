@@ -13,35 +13,31 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from topo.core.metric_names import (
+    GROUP_DEAD_LETTERS,
+    GROUP_MEMBERS,
+    GROUP_SLOW,
+    GROUP_STALLED,
+    KAFKA_GROUP_LAG,
+    KAFKA_GROUP_LAG_SECONDS,
+    KAFKA_GROUP_MAX_LAG,
+    KAFKA_GROUP_MAX_LAG_SECONDS,
+    KAFKA_GROUP_OFFSET,
+    KAFKA_GROUP_SUM_LAG,
+    KAFKA_GROUP_TOPIC_SUM_LAG,
+    KAFKA_LATEST_OFFSET,
+    MONITOR_ERRORS,
+    MONITOR_LAST_POLL,
+    MONITOR_POLL_SECONDS,
+    MONITOR_UP,
+    RABBIT_QUEUE_CONSUMERS,
+    RABBIT_QUEUE_LAG,
+    RABBIT_QUEUE_LAG_SECONDS,
+    RABBIT_QUEUE_READY,
+    RABBIT_QUEUE_UNACKED,
+)
 from topo.runtime.observe.lag import KIND_EVENTS, Snapshot
 from topo.runtime.observe.status import GroupStatus
-
-# Kafka, per partition (kafka-lag-exporter names, plus event_type and chain_id labels).
-KAFKA_GROUP_LAG = "kafka_consumergroup_group_lag"
-KAFKA_GROUP_LAG_SECONDS = "kafka_consumergroup_group_lag_seconds"
-KAFKA_GROUP_OFFSET = "kafka_consumergroup_group_offset"
-KAFKA_LATEST_OFFSET = "kafka_partition_latest_offset"
-# Kafka, per group and per group and topic.
-KAFKA_GROUP_MAX_LAG = "kafka_consumergroup_group_max_lag"
-KAFKA_GROUP_MAX_LAG_SECONDS = "kafka_consumergroup_group_max_lag_seconds"
-KAFKA_GROUP_SUM_LAG = "kafka_consumergroup_group_sum_lag"
-KAFKA_GROUP_TOPIC_SUM_LAG = "kafka_consumergroup_group_topic_sum_lag"
-# RabbitMQ, per queue of a group.
-RABBIT_QUEUE_LAG = "topo_rabbitmq_queue_lag"
-RABBIT_QUEUE_LAG_SECONDS = "topo_rabbitmq_queue_lag_seconds"
-RABBIT_QUEUE_READY = "topo_rabbitmq_queue_messages_ready"
-RABBIT_QUEUE_UNACKED = "topo_rabbitmq_queue_messages_unacked"
-RABBIT_QUEUE_CONSUMERS = "topo_rabbitmq_queue_consumers"
-# Both brokers, per group.
-GROUP_MEMBERS = "topo_consumergroup_members"
-GROUP_SLOW = "topo_consumergroup_slow"
-GROUP_STALLED = "topo_consumergroup_stalled"
-GROUP_DEAD_LETTERS = "topo_consumergroup_dead_letter_events"
-# The monitor itself.
-MONITOR_UP = "topo_lag_monitor_up"
-MONITOR_POLL_SECONDS = "topo_lag_monitor_poll_duration_seconds"
-MONITOR_LAST_POLL = "topo_lag_monitor_last_poll_timestamp_seconds"
-MONITOR_ERRORS = "topo_lag_monitor_poll_errors"  # counter: exposed as ..._total
 
 KAFKA_STREAM_LABELS = ["group", "topic", "partition", "event_type", "chain_id"]
 RABBIT_STREAM_LABELS = ["group", "queue", "kind"]

@@ -25,7 +25,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from topo.runtime.metrics import IN_FLIGHT, LAST_PROGRESS, RuntimeMetrics
+from topo.core.metric_names import IN_FLIGHT, LAST_PROGRESS
+from topo.runtime.metrics import RuntimeMetrics
 
 
 @dataclass(frozen=True)

@@ -37,8 +37,8 @@ from typing import Any
 
 import requests
 
-from topo.generator.interpolate import expand
-from topo.generator.model import BrokerKind, ConsumerGroup, Topology
+from topo.core.interpolate import expand
+from topo.core.model import BrokerKind, ConsumerGroup, Topology
 
 KIND_EVENTS = "events"  # an event topic / a work queue
 KIND_RETRY = "retry"  # a retry topic / a wait queue

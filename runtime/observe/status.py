@@ -20,7 +20,7 @@ import itertools
 from collections import deque
 from dataclasses import dataclass
 
-from topo.generator.model import ConsumerGroup, Topology
+from topo.core.model import ConsumerGroup, Topology
 from topo.runtime.observe.lag import KIND_EVENTS, Snapshot
 
 Sample = tuple[float, int, int]  # (time, position or -1, lag)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from topo.generator.model import Topology
+from topo.core.model import Topology
 from topo.runtime.transport.base import Transport
 
 # kind -> "module:class" of a Transport subclass

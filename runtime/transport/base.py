@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
-from topo.generator.model import ConsumerGroup, EventTopic, Topology
+from topo.core.model import ConsumerGroup, EventTopic, Topology
 
 # The loop thread calls ConsumerTransport.poll() at least this often (seconds).
 POLL_INTERVAL_MAX = 0.1
@@ -304,7 +304,7 @@ class Transport(ABC):
 
     Constructed as `cls(topology, **options)`; connection settings (`topology.kafka`,
     `topology.rabbitmq`) are expanded from the environment with
-    `topo.generator.interpolate.expand` when a client is created. Options a transport does not
+    `topo.core.interpolate.expand` when a client is created. Options a transport does not
     know are errors.
     """
 

@@ -34,9 +34,9 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from topo.generator.interpolate import expand
-from topo.generator.model import ConsumerGroup, EventTopic, KafkaSettings, Topology
-from topo.runtime import headers as H
+from topo.core import headers as H
+from topo.core.interpolate import expand
+from topo.core.model import ConsumerGroup, EventTopic, KafkaSettings, Topology
 from topo.runtime.transport.base import (
     AssignmentListener,
     ConsumeOptions,

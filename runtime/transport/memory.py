@@ -20,8 +20,8 @@ import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from topo.generator.model import ConsumerGroup, EventTopic, Topology
-from topo.runtime import headers as H
+from topo.core import headers as H
+from topo.core.model import ConsumerGroup, EventTopic, Topology
 from topo.runtime.transport.base import (
     AssignmentListener,
     ConsumeOptions,

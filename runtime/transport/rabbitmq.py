@@ -37,9 +37,9 @@ from typing import Any, ClassVar, NoReturn
 import pika
 import pika.exceptions
 
-from topo.generator.interpolate import UnsetVariableError, expand
-from topo.generator.model import ConsumerGroup, EventTopic, Topology
-from topo.runtime import headers as hdr
+from topo.core import headers as hdr
+from topo.core.interpolate import UnsetVariableError, expand
+from topo.core.model import ConsumerGroup, EventTopic, Topology
 from topo.runtime.transport.base import (
     AssignmentListener,
     ConsumeOptions,

@@ -1,7 +1,7 @@
 """Declare a topology's RabbitMQ plumbing over AMQP, from the provisioning's desired state.
 
 `topo apply` creates the same objects through the management API; both take every name and
-argument from `topo.provision.desired` (`rabbit_exchanges`, `rabbit_queues`, `rabbit_bindings`),
+argument from `topo.core.desired` (`rabbit_exchanges`, `rabbit_queues`, `rabbit_bindings`),
 so a queue declared here is equivalent to one `topo apply` made and neither side gets a 406
 PRECONDITION_FAILED from the other. This AMQP path needs no management plugin: tests, the
 conformance suite and `RabbitMQTransport.provision` use it.
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from topo.generator.model import Topology
-from topo.provision.desired import DesiredState, desired_state
+from topo.core.desired import DesiredState, desired_state
+from topo.core.model import Topology
 
 
 def declare(channel: Any, topology: Topology) -> DesiredState:

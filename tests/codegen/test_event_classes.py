@@ -18,9 +18,9 @@ import pydantic
 import pytest
 import yaml
 
+from topo.core.model import Topology
 from topo.generator.emit import events as events_emitter
 from topo.generator.emit import schemas as schemas_emitter
-from topo.generator.model import Topology
 from topo.generator.resolve import resolve
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,9 +12,9 @@ import pytest
 import yaml
 from gen_support import REFERENCE, SECOND
 
+from topo.core.durations import DURATION
+from topo.core.model import FieldType
 from topo.generator import resolve
-from topo.generator.durations import DURATION
-from topo.generator.model import FieldType
 from topo.generator.schema import SCHEMA_PATH, topology_schema
 
 

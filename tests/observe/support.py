@@ -16,8 +16,8 @@ from typing import Any
 
 import requests
 
+from topo.core.model import Topology
 from topo.generator.emit import emit_all
-from topo.generator.model import Topology
 from topo.generator.resolve import resolve
 
 HERE = Path(__file__).resolve().parent

@@ -11,9 +11,9 @@ import jsonschema
 import pytest
 import yaml
 
+from topo.core.model import BrokerKind, Topology
 from topo.generator.emit import autoscaling, grafana
 from topo.generator.load import load_topology
-from topo.generator.model import BrokerKind, Topology
 
 from .support import REPO
 

@@ -22,7 +22,7 @@ import requests
 import yaml
 
 from dev import brokers
-from topo.generator.model import Topology
+from topo.core.model import Topology
 from topo.runtime.app import Runtime
 from topo.runtime.metrics import RuntimeMetrics
 from topo.runtime.observe.health import RuntimeState

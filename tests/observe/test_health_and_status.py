@@ -6,7 +6,7 @@ from collections import deque
 
 import requests
 
-from topo.generator.model import Topology
+from topo.core.model import Topology
 from topo.generator.resolve import resolve
 from topo.runtime.metrics import RuntimeMetrics
 from topo.runtime.observe.health import RuntimeState

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from dev import brokers
-from topo.generator.model import Topology
+from topo.core.model import Topology
 from topo.runtime.app import Runtime
 from topo.runtime.observe.lag import HEAD_READ_TIMEOUT, KafkaLagReader
 

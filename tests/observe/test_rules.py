@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
+from topo.core.model import Topology
 from topo.generator.emit import grafana, prometheus
 from topo.generator.load import load_topology
-from topo.generator.model import Topology
 from topo.generator.resolve import resolve
 from topo.runtime.metrics import RuntimeMetrics
 from topo.runtime.observe.exporter import EXPORTED_NAMES

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from tests.provision.helpers import small_doc
+from topo.core.connect import env_setting, kafka_admin_config, rabbit_target, without_userinfo
 from topo.generator.resolve import resolve
-from topo.provision.connect import env_setting, kafka_admin_config, rabbit_target, without_userinfo
 
 
 def test_env_setting_follows_the_model_reference() -> None:

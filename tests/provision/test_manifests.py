@@ -17,11 +17,11 @@ import pytest
 import yaml
 
 from tests.provision.helpers import REFERENCE, small_doc, topology_doc
+from topo.core.desired import kafka_topics
+from topo.core.model import Topology
 from topo.generator.emit import kafka as kafka_emitter
 from topo.generator.emit import rabbitmq as rabbit_emitter
-from topo.generator.model import Topology
 from topo.generator.resolve import resolve
-from topo.provision.desired import kafka_topics
 
 # The CRDs live in shared/ beside the repository (CI's copy), or the workplace's shared/;
 # TOPO_CRDS_DIR overrides both.

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from topologies import Bus
 
 from topo.cli import main
-from topo.runtime import headers as H
+from topo.core import headers as H
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("needs_processes")]
 

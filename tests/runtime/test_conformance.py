@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from topologies import Bus
 
-from topo.runtime import headers as H
+from topo.core import headers as H
 from topo.runtime.consumer import GroupRunner
 
 pytestmark = pytest.mark.timeout(180)

@@ -13,9 +13,9 @@ from typing import Any
 import pika
 import pytest
 
-from topo.generator.model import ConsumerGroup, Topology
+from topo.core import headers as hdr
+from topo.core.model import ConsumerGroup, Topology
 from topo.generator.resolve import resolve
-from topo.runtime import headers as hdr
 from topo.runtime.transport import create
 from topo.runtime.transport.base import (
     ConsumeOptions,

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from topo.core.model import Topology
 from topo.generator.emit import emit_all
-from topo.generator.model import Topology
 from topo.generator.resolve import resolve
 from topo.runtime.app import Runtime
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import requests
 
-from topo.generator.model import Topology
-from topo.provision.connect import RabbitTarget
-from topo.provision.desired import BindingIdentity, BindingSpec, ExchangeSpec, QueueSpec, definitions
+from topo.core.connect import RabbitTarget
+from topo.core.desired import BindingIdentity, BindingSpec, ExchangeSpec, QueueSpec, definitions
+from topo.core.model import Topology
 from topo.provision.plan import Action, Broker, Change
 
 TIMEOUT = 60.0

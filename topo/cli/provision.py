@@ -13,14 +13,14 @@ from typing import Any, TypeVar
 
 import click
 
+from topo.cli.source import DEFAULT_TOPOLOGY, TopologySourceError, load
+from topo.core.interpolate import UnsetVariableError
 from topo.generator.diagnostics import TopologyError
-from topo.generator.interpolate import UnsetVariableError
 from topo.provision.engine import Provisioner, brokers_from_option
 from topo.provision.kafka import KafkaProvisionError
 from topo.provision.plan import EXIT_ERROR, EXIT_IMPOSSIBLE, EXIT_OK, Plan
 from topo.provision.rabbitmq import RabbitProvisionError
 from topo.provision.render import render
-from topo.provision.source import DEFAULT_TOPOLOGY, TopologySourceError, load
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXPECTED_ERRORS = (TopologySourceError, TopologyError, UnsetVariableError, KafkaProvisionError, RabbitProvisionError,

@@ -6,7 +6,7 @@ once. It is serialised as `generated/topology.json`, so the runtime can run from
 topology without the YAML or the generator.
 
 Connection settings keep their `${VAR:-default}` references verbatim: they are resolved from the
-environment only when a client connects (`topo.generator.interpolate.expand`), so no secret and
+environment only when a client connects (`topo.core.interpolate.expand`), so no secret and
 no machine-specific value is ever written into `generated/`.
 """
 

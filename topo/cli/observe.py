@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from rich.console import Console
 from rich.table import Table
 
-from topo.generator.model import BrokerKind, Topology
+from topo.core.model import BrokerKind, Topology
 from topo.runtime.observe.exporter import LagCollector
 from topo.runtime.observe.health import Verdict
 from topo.runtime.observe.lag import LagError, Snapshot, open_reader, select_groups

@@ -8,16 +8,16 @@ import click
 
 # command name -> "module:attribute" of a click.Command
 COMMANDS: dict[str, str] = {
-    "validate": "topo.generator.cli:validate",
-    "generate": "topo.generator.cli:generate",
-    "plan": "topo.provision.cli:plan",
-    "apply": "topo.provision.cli:apply",
-    "run": "topo.runtime.cli:run",
-    "publish": "topo.runtime.cli:publish",
-    "tail": "topo.runtime.cli:tail",
-    "dlq": "topo.runtime.cli:dlq",
-    "lag": "topo.runtime.observe.cli:lag",
-    "monitor": "topo.runtime.observe.cli:monitor",
+    "validate": "topo.cli.generate:validate",
+    "generate": "topo.cli.generate:generate",
+    "plan": "topo.cli.provision:plan",
+    "apply": "topo.cli.provision:apply",
+    "run": "topo.cli.runtime:run",
+    "publish": "topo.cli.runtime:publish",
+    "tail": "topo.cli.runtime:tail",
+    "dlq": "topo.cli.runtime:dlq",
+    "lag": "topo.cli.observe:lag",
+    "monitor": "topo.cli.observe:monitor",
 }
 
 

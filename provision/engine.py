@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from topo.generator.model import Topology
-from topo.provision.connect import kafka_admin_config, rabbit_target
-from topo.provision.desired import DesiredState, desired_state, topic_ownership
+from topo.core.connect import kafka_admin_config, rabbit_target
+from topo.core.desired import DesiredState, desired_state, topic_ownership
+from topo.core.model import Topology
 from topo.provision.diff import diff_kafka, diff_rabbitmq
 from topo.provision.kafka import KafkaBroker
 from topo.provision.plan import Broker, Change, Plan

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from topo.runtime import headers as H
+from topo.core import headers as H
 from topo.runtime.app import Runtime
 from topo.runtime.events import DEFAULT_TOPOLOGY
 from topo.runtime.process import tune_garbage_collector

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import click
 
+from topo.core.model import Topology
 from topo.generator.diagnostics import Diagnostic, has_errors, render_all
 from topo.generator.load import load
-from topo.generator.model import Topology
 from topo.generator.pipeline import OutputError, build, guard, write
 from topo.generator.pipeline import compare as compare_output
 

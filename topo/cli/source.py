@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pydantic
 
+from topo.core.model import Topology
 from topo.generator.load import load_topology
-from topo.generator.model import Topology
 
 DEFAULT_TOPOLOGY = "generated/topology.json"
 

@@ -28,7 +28,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
-from topo.provision.desired import TopicSpec
+from topo.core.desired import TopicSpec
 from topo.provision.plan import Action, Broker, Change
 
 DESCRIBE_BATCH = 100  # smaller requests pipeline better than one huge one

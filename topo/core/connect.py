@@ -11,8 +11,8 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from topo.generator.interpolate import REFERENCE, expand, references
-from topo.generator.model import Topology
+from topo.core.interpolate import REFERENCE, expand, references
+from topo.core.model import Topology
 
 # librdkafka settings read from the environment when set (TLS client material, SASL over TLS).
 KAFKA_ENV_SETTINGS = {

@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from topo.generator.model import Topology
-from topo.provision.desired import (
+from topo.core.desired import (
     DesiredState,
     TopicOwnership,
     TopicSpec,
@@ -19,6 +18,7 @@ from topo.provision.desired import (
     rabbit_in_scope,
     without_marker,
 )
+from topo.core.model import Topology
 from topo.provision.kafka import LiveTopic
 from topo.provision.plan import Action, Broker, Change, Difference
 from topo.provision.rabbitmq import LiveBinding, RabbitLive

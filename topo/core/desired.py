@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
-from topo.generator.model import ConsumerGroup, KafkaTopicSettings, Topology
-from topo.generator.resolve import DLQ_MIN_RETENTION_MS, plumbing_topic_settings
+from topo.core.model import ConsumerGroup, KafkaTopicSettings, Topology
+from topo.core.names import DLQ_MIN_RETENTION_MS, plumbing_topic_settings
 
 OWNER_ARGUMENT = "x-topo-owner"
 QUEUE_TYPE = "quorum"

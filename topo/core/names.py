@@ -1,0 +1,131 @@
+"""Every name and default the topology derives, in one place.
+
+The resolver (`topo.generator.resolve`) builds the model with these functions and validation
+checks the names it finds on that model, so a derived name (topic, routing key, group id, retry
+and dead-letter topics and queues, exchanges, classes, module) has exactly one definition.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from topo.core.durations import format_duration
+from topo.core.headers import KEY as KEY_HEADER
+from topo.core.model import EventType, KafkaSettings, KafkaTopicSettings, RetryDestination, RetryPolicy
+
+__all__ = [
+    "CHAIN_ID", "CRASH_LOOP_ALLOWANCE", "DEFAULT_ALERTS", "DEFAULT_DEDUP_CAPACITY", "DEFAULT_EVENT_VERSION",
+    "DEFAULT_KAFKA", "DEFAULT_MAX_IN_FLIGHT", "DEFAULT_PARTITIONS", "DEFAULT_RABBITMQ", "DEFAULT_RETRY",
+    "DEFAULT_TOPIC_NAMING", "DLQ_MIN_RETENTION_MS", "KEY_HEADER", "NAMING_PLACEHOLDERS", "class_name",
+    "default_exchange", "dlq_name", "events_module", "format_name", "group_prefix", "hash_exchange_type",
+    "plumbing_topic_settings", "retry_destinations", "retry_name", "work_queue_names",
+]
+
+CHAIN_ID = "chain_id"
+DEFAULT_TOPIC_NAMING = "{event_type}.{chain_id}"
+NAMING_PLACEHOLDERS = ("event_type", "chain_id", "chain", "topology")
+
+DEFAULT_RETRY: dict[str, Any] = {"max_retries": 3, "backoff": "exponential", "initial": "1s", "multiplier": 2,
+                                 "max": "1m"}
+DEFAULT_ALERTS: dict[str, Any] = {
+    "consumer_lag": {"events": 1000, "seconds": 300, "for": "1m"},
+    "dead_letter": {"events": 0},
+    "error_rate": {"ratio": 0.01, "for": "5m"},
+    "stalled": {"for": "5m"},
+}
+# Connection settings as `${VAR:-default}` references: resolved from the environment when a
+# client connects, never written into generated files as values.
+DEFAULT_KAFKA: dict[str, str] = {
+    "bootstrap_servers": "${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}",
+    "security_protocol": "${KAFKA_SECURITY_PROTOCOL:-PLAINTEXT}",
+    "sasl_mechanism": "${KAFKA_SASL_MECHANISM:-PLAIN}",
+    "sasl_username": "${KAFKA_SASL_USERNAME:-}",
+    "sasl_password": "${KAFKA_SASL_PASSWORD:-}",
+}
+DEFAULT_RABBITMQ: dict[str, str] = {
+    "url": "${RABBITMQ_URL:-amqp://guest:guest@127.0.0.1:5672/%2F}",
+    "management_url": "${RABBITMQ_MANAGEMENT_URL:-http://guest:guest@127.0.0.1:15672}",
+}
+DEFAULT_MAX_IN_FLIGHT = 256
+DEFAULT_DEDUP_CAPACITY = 100_000
+DEFAULT_PARTITIONS = 3
+DEFAULT_EVENT_VERSION = "1.0"
+# Dead letters wait for a person to look at them: keep them at least this long (milliseconds).
+DLQ_MIN_RETENTION_MS = 30 * 24 * 3600 * 1000
+# Redeliveries beyond the retry budget only come from crashes mid-handler; the quorum queue's
+# delivery limit dead-letters such a crash loop instead of cycling forever.
+CRASH_LOOP_ALLOWANCE = 5
+
+
+def class_name(event_name: str) -> str:
+    """`token.transfer` -> `TokenTransfer`; `nft.mint-v2` -> `NftMintV2`."""
+    return "".join(part[:1].upper() + part[1:] for part in re.split(r"[._\-]+", event_name) if part)
+
+
+def events_module(topology: str) -> str:
+    """The generated Python module's name: `explorer` -> `explorer_events`."""
+    return re.sub(r"[^a-z0-9_]", "_", topology.lower()) + "_events"
+
+
+def format_name(template: str, **values: str | int) -> str:
+    """A topic or routing key from a naming template (`{event_type}.{chain_id}`)."""
+    return template.format(**{key: str(value) for key, value in values.items()})
+
+
+def default_exchange(topology: str) -> str:
+    """The RabbitMQ topic exchange events are published to, unless the topology names one."""
+    return f"{topology}.events"
+
+
+def group_prefix(topology: str, group: str) -> str:
+    """Prefix of everything a consumer group owns: Kafka group id, its exchange, queues, plumbing."""
+    return f"{topology}.{group}"
+
+
+def dlq_name(prefix: str) -> str:
+    """A group's dead-letter topic (Kafka) and queue (RabbitMQ)."""
+    return f"{prefix}.dlq"
+
+
+def retry_name(prefix: str, delay_seconds: float) -> str:
+    """A group's retry topic / wait queue for one delay."""
+    return f"{prefix}.retry.{format_duration(delay_seconds)}"
+
+
+def work_queue_names(prefix: str, partitions: int) -> tuple[str, ...]:
+    """A group's RabbitMQ work queues, one per partition."""
+    return tuple(f"{prefix}.{index}" for index in range(partitions))
+
+
+def hash_exchange_type(partitions: int) -> Literal["x-consistent-hash", "fanout"]:
+    """A group's own exchange: consistent-hash over its queues, or fanout for a single queue."""
+    return "x-consistent-hash" if partitions > 1 else "fanout"
+
+
+def retry_destinations(prefix: str, policy: RetryPolicy) -> tuple[RetryDestination, ...]:
+    """One retry topic / wait queue per distinct delay of the policy."""
+    unique = sorted(set(policy.delays_seconds))
+    return tuple(RetryDestination(delay_seconds=d, name=retry_name(prefix, d)) for d in unique)
+
+
+def plumbing_topic_settings(events: Sequence[EventType], kafka: KafkaSettings,
+                            min_retention_ms: int | None = None) -> KafkaTopicSettings:
+    """Settings of a group's retry or dead-letter topic, derived from the events it carries.
+
+    As many partitions and replicas as the largest of those events; always `cleanup.policy=delete`
+    (compaction would drop retries and dead letters that share a key); the longest of their
+    retentions, raised to `min_retention_ms` when given.
+    """
+    retentions = [int(e.kafka.configs["retention.ms"]) for e in events if "retention.ms" in e.kafka.configs]
+    if min_retention_ms is not None:
+        retentions.append(min_retention_ms)
+    configs = {"cleanup.policy": "delete"}
+    if retentions:
+        configs["retention.ms"] = str(-1 if -1 in retentions else max(retentions))
+    return KafkaTopicSettings(
+        partitions=max((e.kafka.partitions for e in events), default=kafka.partitions),
+        replication_factor=max((e.kafka.replication_factor for e in events), default=kafka.replication_factor),
+        configs=dict(sorted(configs.items())),
+    )
