@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from topo.core.connect import kafka_admin_config, rabbit_target
+from topo.core.connect import kafka_config, rabbit_target
 from topo.core.desired import DesiredState, desired_state, topic_ownership
 from topo.core.model import Topology
 from topo.provision.diff import diff_kafka, diff_rabbitmq
@@ -29,7 +29,7 @@ class Provisioner:
     @property
     def kafka(self) -> KafkaBroker:
         if self._kafka is None:
-            self._kafka = KafkaBroker(kafka_admin_config(self.topology, self.env))
+            self._kafka = KafkaBroker(kafka_config(self.topology.kafka, self.env))
         return self._kafka
 
     @property

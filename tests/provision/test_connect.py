@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.provision.helpers import small_doc
-from topo.core.connect import env_setting, kafka_admin_config, rabbit_target, without_userinfo
+from topo.core.connect import env_setting, amqp_endpoint, kafka_config, rabbit_target, without_userinfo
 from topo.generator.resolve import resolve
 
 
@@ -30,10 +30,11 @@ def test_rabbit_target_vhost_and_credentials() -> None:
 
 def test_kafka_sasl_and_tls_come_from_the_environment() -> None:
     topology = resolve(small_doc("t-conn"))
-    assert kafka_admin_config(topology, {}) == {"bootstrap.servers": "127.0.0.1:9092"}
+    assert kafka_config(topology.kafka, {}) == {"bootstrap.servers": "127.0.0.1:9092",
+                                              "security.protocol": "PLAINTEXT"}
     env = {"KAFKA_SECURITY_PROTOCOL": "sasl_ssl", "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
            "KAFKA_SASL_USERNAME": "u", "KAFKA_SASL_PASSWORD": "p", "KAFKA_SSL_CA_LOCATION": "/ca.pem"}
-    config = kafka_admin_config(topology, env)
+    config = kafka_config(topology.kafka, env)
     assert config == {"bootstrap.servers": "127.0.0.1:9092", "security.protocol": "SASL_SSL",
                       "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "u", "sasl.password": "p",
                       "ssl.ca.location": "/ca.pem"}
@@ -43,3 +44,14 @@ def test_without_userinfo() -> None:
     assert without_userinfo("http://guest:guest@127.0.0.1:15672/x") == "http://127.0.0.1:15672/x"
     assert without_userinfo("http://127.0.0.1:15672") == "http://127.0.0.1:15672"
 
+
+
+def test_amqps_takes_its_tls_material_from_the_environment() -> None:
+    topology = resolve(small_doc("t-amqps"))
+    assert amqp_endpoint(topology.rabbitmq, {}).tls is None
+    env = {"RABBITMQ_URL": "amqps://u:secret@mq:5671/%2F", "RABBITMQ_SSL_CA_FILE": "/ca.pem",
+           "RABBITMQ_SSL_KEY_PASSWORD": "kp"}
+    endpoint = amqp_endpoint(topology.rabbitmq, env)
+    assert endpoint.url == "amqps://u:secret@mq:5671/%2F" and endpoint.host == "mq"
+    assert endpoint.tls is not None and endpoint.tls.ca_file == "/ca.pem" and endpoint.tls.cert_file is None
+    assert "secret" not in repr(endpoint) and "kp" not in repr(endpoint)

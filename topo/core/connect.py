@@ -1,18 +1,22 @@
-"""Connection settings for the provisioning clients, taken from the model's `${VAR}` references.
+"""Broker connection settings for every client topo opens, from the model's `${VAR}` references.
 
-Everything is expanded from the environment when a command runs; nothing here is written to a
-file. TLS and SASL material comes only from the environment (see README, "Provisioning the brokers").
+One builder per broker, used by the runtime, the lag monitor and provisioning alike: Kafka
+(`kafka_config`: bootstrap servers, SASL, TLS with a private CA, client certificate and key) and
+RabbitMQ (`amqp_endpoint` for AMQP incl. `amqps` with a CA; `rabbit_target` for the management
+API). Everything is expanded from the environment when a command runs; nothing here is written
+to a file. TLS and SASL material comes only from the environment.
 """
 
 from __future__ import annotations
 
 import os
+import ssl
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from topo.core.interpolate import REFERENCE, expand, references
-from topo.core.model import Topology
+from topo.core.model import KafkaSettings, RabbitSettings, Topology
 
 # librdkafka settings read from the environment when set (TLS client material, SASL over TLS).
 KAFKA_ENV_SETTINGS = {
@@ -51,13 +55,12 @@ def without_userinfo(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-def kafka_admin_config(topology: Topology, env: Mapping[str, str] | None = None) -> dict[str, str]:
+def kafka_config(settings: KafkaSettings, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """librdkafka settings shared by every Kafka client (producer, consumer, admin, lag reader)."""
     environment = os.environ if env is None else env
-    settings = topology.kafka
     config = {"bootstrap.servers": expand(settings.bootstrap_servers, environment)}
-    protocol = expand(settings.security_protocol, environment).strip().upper()
-    if protocol and protocol != "PLAINTEXT":
-        config["security.protocol"] = protocol
+    protocol = expand(settings.security_protocol, environment).strip().upper() or "PLAINTEXT"
+    config["security.protocol"] = protocol
     if protocol.startswith("SASL"):
         config["sasl.mechanism"] = expand(settings.sasl_mechanism, environment)
         config["sasl.username"] = expand(settings.sasl_username, environment)
@@ -66,6 +69,60 @@ def kafka_admin_config(topology: Topology, env: Mapping[str, str] | None = None)
         if environment.get(variable):
             config[key] = environment[variable]
     return config
+
+
+# TLS material for AMQP over TLS (`amqps://`), read from the environment when set.
+RABBITMQ_SSL_ENV = {
+    "ca_file": "RABBITMQ_SSL_CA_FILE",
+    "cert_file": "RABBITMQ_SSL_CERT_FILE",
+    "key_file": "RABBITMQ_SSL_KEY_FILE",
+    "key_password": "RABBITMQ_SSL_KEY_PASSWORD",
+}
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A CA bundle to trust and, for mutual TLS, a client certificate and key (paths)."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    key_password: str | None = None
+
+    def __repr__(self) -> str:  # never print the key password
+        return f"TlsFiles(ca_file={self.ca_file!r}, cert_file={self.cert_file!r}, key_file={self.key_file!r})"
+
+    def context(self) -> ssl.SSLContext:
+        """A verifying client context: the CA given here (else the system's), hostname checked."""
+        context = ssl.create_default_context(cafile=self.ca_file)
+        if self.cert_file:
+            context.load_cert_chain(self.cert_file, self.key_file, self.key_password)
+        return context
+
+
+@dataclass(frozen=True)
+class AmqpEndpoint:
+    """Where an AMQP client connects: the expanded URL and, for `amqps`, the TLS material."""
+
+    url: str
+    tls: TlsFiles | None
+
+    @property
+    def host(self) -> str:
+        return urllib.parse.urlsplit(self.url).hostname or "127.0.0.1"
+
+    def __repr__(self) -> str:  # never print the password
+        return f"AmqpEndpoint(url={without_userinfo(self.url)!r}, tls={self.tls!r})"
+
+
+def amqp_endpoint(settings: RabbitSettings, env: Mapping[str, str] | None = None) -> AmqpEndpoint:
+    """The AMQP URL expanded from the environment; TLS material for `amqps://` URLs."""
+    environment = os.environ if env is None else env
+    url = expand(settings.url, environment)
+    if urllib.parse.urlsplit(url).scheme.lower() != "amqps":
+        return AmqpEndpoint(url=url, tls=None)
+    files = {field: environment.get(variable) or None for field, variable in RABBITMQ_SSL_ENV.items()}
+    return AmqpEndpoint(url=url, tls=TlsFiles(**files))
 
 
 @dataclass(frozen=True)
