@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.provision.helpers import small_doc
-from topo.core.connect import env_setting, amqp_endpoint, kafka_config, rabbit_target, without_userinfo
+from topo.core.connect import amqp_endpoint, env_setting, kafka_config, rabbit_target, without_userinfo
 from topo.generator.resolve import resolve
 
 
