@@ -16,15 +16,16 @@ Fixture API (see README, "Brokers for development and tests"):
 * ``prometheus_server`` (function) -> ``start(config, rules_dir=None) -> PrometheusHandle``; stopped after.
 * ``unique_name`` (function) -> ``"t-<8 hex>"``, a prefix for this test's topics, groups, queues...
 
-A broker is checked once per session.  When it does not answer the test fails under ``CI=true``
-and is skipped elsewhere, with the command that starts it.
+A broker is checked once per session.  When it does not answer the test fails under ``CI=true`` or
+when any of the brokers is up (a partial set-up is broken, see ``tests/support/availability.py``),
+and is skipped only in a run made without any broker, with the command that starts them.
+Tests await conditions with ``tests.support.waiting.wait_until`` (bounded, says what it awaited).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import time
 import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -41,10 +42,8 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from dev import brokers  # noqa: E402  (stdlib-only broker manager at the repository root)
-
-IN_CI = os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
-START_HINT = "start it with: make brokers-up"
-EXTERNAL_BROKER_VARIABLES = ("KAFKA_BOOTSTRAP_SERVERS", "RABBITMQ_URL", "RABBITMQ_MANAGEMENT_URL")
+from tests.support.availability import unavailable  # noqa: E402
+from tests.support.waiting import wait_until  # noqa: E402
 
 BROKER_MARKERS = {
     "kafka": "needs a running Kafka broker (make brokers-up)",
@@ -79,25 +78,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def broker_unavailable(what: str, detail: str) -> NoReturn:
-    """Fail under CI (a missing broker is a broken build), skip locally; both say how to start it."""
-    overrides = [name for name in EXTERNAL_BROKER_VARIABLES if os.environ.get(name)]
-    hint = f"check the brokers named by {', '.join(overrides)}" if overrides else START_HINT
-    message = f"{what} is not reachable ({detail}); {hint}"
-    if IN_CI:
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}", pytrace=False)
-        time.sleep(interval)
+    """Fail under CI or with the brokers up, skip a run made without any broker; says how to start it."""
+    unavailable(what, detail)
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
-from tests.conftest import wait_until
 from tests.provision.helpers import Cli, kafka_state, rabbit_state, topology_doc, write
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.usefixtures("topic_cleanup")
 

@@ -1,13 +1,13 @@
 """The conformance suite's fixtures: one `bus` per test, on each transport in TRANSPORTS.
 
-Adding a broker is one entry in TRANSPORTS plus, in `provision`, how its plumbing is created
-(RabbitMQ: `topo.runtime.transport.rabbitmq.provision(topology)` when that module provides it).
-Subprocess tests (`topo run` processes) skip the in-memory transport.
+Adding a broker is one entry in TRANSPORTS plus how its plumbing is created, from the project's
+own desired state (topologies.py: Kafka through `topo apply`'s engine, RabbitMQ through the
+declarations `topo apply` creates too). A failure there fails the test: it is never a skip.
+Subprocess tests (`topo run` processes) skip the in-memory transport: it lives in one process.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 import uuid
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from topologies import Bus, compile_topology, delete_kafka, document, provision_kafka
+from topologies import Bus, compile_topology, delete_kafka, document, provision_kafka, provision_rabbitmq
 
 TRANSPORTS = ("memory", "kafka", "rabbitmq")
 REPO = Path(__file__).resolve().parents[2]
@@ -56,14 +56,7 @@ def make_bus(transport_kind: str, request: pytest.FixtureRequest, tmp_path: Path
             vhost = request.getfixturevalue("rabbit_vhost")
             monkeypatch.setenv("RABBITMQ_URL", vhost.url)
             env["RABBITMQ_URL"] = vhost.url
-            try:
-                module = importlib.import_module("topo.runtime.transport.rabbitmq")
-            except ImportError:
-                pytest.skip("the RabbitMQ transport (runtime/transport/rabbitmq.py) is not there yet")
-            provision = getattr(module, "provision", None)
-            if provision is None:
-                pytest.skip("topo.runtime.transport.rabbitmq has no provision(topology) yet")
-            provision(topology)
+            provision_rabbitmq(topology, vhost.url)
         bus = Bus(transport_kind, topology, out, env)
         made.append(bus)
         return bus
@@ -79,4 +72,4 @@ def make_bus(transport_kind: str, request: pytest.FixtureRequest, tmp_path: Path
 @pytest.fixture
 def needs_processes(transport_kind: str) -> None:
     if transport_kind == "memory":
-        pytest.skip("the in-memory transport lives in one process")
+        pytest.skip("not applicable: the in-memory transport lives in one process, `topo run` is another")

@@ -4,11 +4,13 @@ subprocess consumers import it too)."""
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from topo.core.desired import kafka_topics
 from topo.core.model import Topology
 from topo.generator.emit import emit_all
 from topo.generator.resolve import resolve
@@ -54,27 +56,26 @@ def compile_topology(doc: dict[str, Any], out: Path) -> Topology:
     return topology
 
 
-def kafka_topic_names(topology: Topology) -> dict[str, int]:
-    names = {t.topic: e.kafka.partitions for e in topology.events for t in e.topics}
-    for group in topology.groups:
-        for retry in group.kafka.retry_topics:
-            names[retry.name] = 1
-        names[group.kafka.dlq_topic] = 1
-    return names
-
-
 def provision_kafka(topology: Topology, bootstrap: str) -> list[str]:
-    """Create every topic the topology needs; returns their names (for deletion)."""
-    from confluent_kafka.admin import AdminClient
-    from confluent_kafka.cimpl import NewTopic
+    """Create the topology's topics as `topo apply` does (its plan and apply engine, so the
+    suite runs on the layout users get: retry and DLQ topics sized from their events); returns
+    every topic name the topology owns (for deletion)."""
+    from topo.provision.engine import Provisioner
+    from topo.provision.plan import Broker
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    wanted = kafka_topic_names(topology)
-    futures = admin.create_topics([NewTopic(name, num_partitions=count, replication_factor=1)
-                                   for name, count in wanted.items()], operation_timeout=30)
-    for future in futures.values():
-        future.result(timeout=60)
-    return sorted(wanted)
+    provisioner = Provisioner(topology, (Broker.KAFKA,), env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap})
+    plan = provisioner.plan()
+    assert not plan.impossible, f"topology {topology.name}: the plan has impossible changes"
+    provisioner.apply(plan, report=lambda line: None)
+    return sorted(spec.name for spec in kafka_topics(topology))
+
+
+def provision_rabbitmq(topology: Topology, url: str) -> None:
+    """Declare the topology's exchanges, queues and bindings from the desired state (the objects
+    `topo apply` creates; AMQP, so no management plugin is needed)."""
+    from topo.runtime.transport.rabbitmq import provision
+
+    provision(topology, url)
 
 
 def delete_kafka(names: list[str], bootstrap: str) -> None:

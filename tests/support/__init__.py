@@ -1,0 +1,1 @@
+"""Helpers every test directory shares: awaiting conditions, deciding when a missing broker fails."""
