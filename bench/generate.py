@@ -25,7 +25,7 @@ import yaml
 
 from topo.generator.diagnostics import has_errors, render_all
 from topo.generator.emit import EMITTERS, emit_all, emitter
-from topo.generator.load import parse
+from topo.generator.parse import parse
 from topo.generator.pipeline import write
 from topo.generator.resolve import resolve
 from topo.generator.validate import validate

@@ -1,4 +1,4 @@
-"""Loads topology.yaml keeping the line and column of every node, so every error points at its place.
+"""Parses topology.yaml keeping the line and column of every node, so every error points at its place.
 
 PyYAML composes the text into nodes that carry their marks; this module builds the plain Python
 data from those nodes itself, recording a side table `path -> Span` for every value and every
@@ -12,18 +12,14 @@ and merge keys (`<<: *base`) work as in YAML.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from topo.core.model import Topology
-from topo.generator.diagnostics import Diagnostic, TopologyError, has_errors, ordered
-
-NodePath = tuple[str | int, ...]
+from topo.generator.diagnostics import Diagnostic, ordered
+from topo.generator.document import Document, NodePath, Span
 
 MAP_TAG = "tag:yaml.org,2002:map"
 SEQ_TAG = "tag:yaml.org,2002:seq"
@@ -34,40 +30,6 @@ MAX_NODES = 2_000_000
 _Loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-@dataclass(frozen=True)
-class Span:
-    line: int  # 1-based
-    col: int  # 1-based
-    start: int  # character offsets into the source, end exclusive
-    end: int
-    style: str | None = None  # scalar style: None (plain), "'", '"', "|", ">"
-
-
-@dataclass
-class Document:
-    """The data of one YAML file plus where each of its nodes was written."""
-
-    file: str
-    source: str
-    data: Any
-    values: dict[NodePath, Span] = field(default_factory=dict)
-    keys: dict[NodePath, Span] = field(default_factory=dict)
-
-    def value_span(self, path: NodePath) -> Span:
-        """Where the value at `path` was written, or its nearest written ancestor."""
-        for length in range(len(path), -1, -1):
-            span = self.values.get(path[:length])
-            if span is not None:
-                return span
-        return Span(1, 1, 0, 0)
-
-    def key_span(self, path: NodePath) -> Span:
-        """Where the key naming `path` was written (the value's place for a sequence item or the root)."""
-        return self.keys.get(path) or self.value_span(path)
-
-    def raw(self, path: NodePath) -> str:
-        span = self.values.get(path)
-        return self.source[span.start:span.end] if span else ""
 
 
 class _Builder:
@@ -249,6 +211,7 @@ def parse_text(source: str, file: str) -> tuple[Document | None, list[Diagnostic
 
 
 def parse(path: str | os.PathLike[str]) -> tuple[Document | None, list[Diagnostic]]:
+    """A topology.yaml file -> positional document; an unreadable file is a diagnostic."""
     file = os.fspath(path)
     try:
         source = Path(file).read_text(encoding="utf-8")
@@ -259,35 +222,3 @@ def parse(path: str | os.PathLike[str]) -> tuple[Document | None, list[Diagnosti
         return None, [Diagnostic("error", file, 0, 0, f"cannot read the topology: {exc.strerror or exc}",
                                  "pass the path of a topology.yaml, e.g. `topo validate topology.yaml`")]
     return parse_text(source, file)
-
-
-def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None
-         ) -> tuple[Topology | None, list[Diagnostic]]:
-    """Parse, validate and resolve: the topology (None on any error) and every diagnostic."""
-    # Imported here because topo.generator.validate imports Document from this module.
-    from topo.generator.resolve import resolve
-    from topo.generator.validate import validate
-
-    document, diagnostics = parse(path)
-    if document is None or has_errors(diagnostics):
-        if document is not None:
-            diagnostics = ordered([*diagnostics, *validate(document, env)])
-        return None, diagnostics
-    diagnostics = ordered([*diagnostics, *validate(document, env)])
-    if has_errors(diagnostics):
-        return None, diagnostics
-    try:
-        topology = resolve(document.data)
-    except Exception as exc:  # a validated document must resolve: anything else is a topo bug
-        return None, [*diagnostics, Diagnostic(
-            "error", document.file, 0, 0, f"internal error while resolving the topology: {exc!r}",
-            "this is a bug in topo's validator (it accepted what the resolver cannot handle); please report it")]
-    return topology, diagnostics
-
-
-def load_topology(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Topology:
-    """The resolved topology of a topology.yaml; raises TopologyError carrying every diagnostic."""
-    topology, diagnostics = load(path, env)
-    if topology is None:
-        raise TopologyError(diagnostics)
-    return topology

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 from gen_support import REFERENCE
 
-from topo.generator import load as load_module
+from topo.generator import parse as parse_module
 from topo.generator.diagnostics import Diagnostic, TopologyError, render_all
-from topo.generator.load import load, load_topology, parse, parse_text
+from topo.generator.load import load, load_topology
+from topo.generator.parse import parse, parse_text
 
 
 def test_values_and_keys_keep_their_line_and_column() -> None:
@@ -59,7 +60,7 @@ def test_recursive_aliases_are_reported() -> None:
 
 
 def test_alias_bombs_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(load_module, "MAX_NODES", 1000)
+    monkeypatch.setattr(parse_module, "MAX_NODES", 1000)
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 5)]
     _, diagnostics = parse_text("\n".join(lines) + "\n", "t.yaml")

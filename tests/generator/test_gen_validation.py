@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from gen_support import REFERENCE, SECOND, Invoke
 
-from topo.generator.load import load, parse_text
+from topo.generator.load import load
+from topo.generator.parse import parse_text
 from topo.generator.validate import validate
 
 MINIMAL = """version: 1

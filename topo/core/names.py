@@ -19,8 +19,8 @@ __all__ = [
     "CHAIN_ID", "CRASH_LOOP_ALLOWANCE", "DEFAULT_ALERTS", "DEFAULT_DEDUP_CAPACITY", "DEFAULT_EVENT_VERSION",
     "DEFAULT_KAFKA", "DEFAULT_MAX_IN_FLIGHT", "DEFAULT_PARTITIONS", "DEFAULT_RABBITMQ", "DEFAULT_RETRY",
     "DEFAULT_TOPIC_NAMING", "DLQ_MIN_RETENTION_MS", "KEY_HEADER", "NAMING_PLACEHOLDERS", "class_name",
-    "default_exchange", "dlq_name", "events_module", "format_name", "group_prefix", "hash_exchange_type",
-    "plumbing_topic_settings", "retry_destinations", "retry_name", "work_queue_names",
+    "default_exchange", "dlq_name", "envelope_class_name", "events_module", "format_name", "group_prefix",
+    "hash_exchange_type", "plumbing_topic_settings", "retry_destinations", "retry_name", "work_queue_names",
 ]
 
 CHAIN_ID = "chain_id"
@@ -62,6 +62,11 @@ CRASH_LOOP_ALLOWANCE = 5
 def class_name(event_name: str) -> str:
     """`token.transfer` -> `TokenTransfer`; `nft.mint-v2` -> `NftMintV2`."""
     return "".join(part[:1].upper() + part[1:] for part in re.split(r"[._\-]+", event_name) if part)
+
+
+def envelope_class_name(class_name: str) -> str:
+    """The generated envelope class of an event's payload class: `BlockNew` -> `BlockNewEvent`."""
+    return f"{class_name}Event"
 
 
 def events_module(topology: str) -> str:

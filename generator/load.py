@@ -1,0 +1,42 @@
+"""topology.yaml -> resolved model: parse, validate, then resolve a document that passed.
+
+The one place that chains the three steps, so the parser and the validator need not know each
+other; `topo generate`, `topo validate` and every command that reads a topology.yaml come here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from topo.core.model import Topology
+from topo.generator.diagnostics import Diagnostic, TopologyError, has_errors, ordered
+from topo.generator.parse import parse
+from topo.generator.resolve import resolve
+from topo.generator.validate import validate
+
+
+def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None
+         ) -> tuple[Topology | None, list[Diagnostic]]:
+    """Parse, validate and resolve: the topology (None on any error) and every diagnostic."""
+    document, diagnostics = parse(path)
+    if document is None:
+        return None, diagnostics
+    diagnostics = ordered([*diagnostics, *validate(document, env)])
+    if has_errors(diagnostics):
+        return None, diagnostics
+    try:
+        topology = resolve(document.data)
+    except Exception as exc:  # a validated document must resolve: anything else is a topo bug
+        return None, [*diagnostics, Diagnostic(
+            "error", document.file, 0, 0, f"internal error while resolving the topology: {exc!r}",
+            "this is a bug in topo's validator (it accepted what the resolver cannot handle); please report it")]
+    return topology, diagnostics
+
+
+def load_topology(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Topology:
+    """The resolved topology of a topology.yaml; raises TopologyError carrying every diagnostic."""
+    topology, diagnostics = load(path, env)
+    if topology is None:
+        raise TopologyError(diagnostics)
+    return topology
