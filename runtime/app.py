@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from topo.core.model import Topology
-from topo.runtime.consumer import GroupRunner
+from topo.runtime.runner import GroupRunner
 from topo.runtime.dedup import ProcessedStore, store_for
 from topo.runtime.events import EventClasses, load_topology
 from topo.runtime.handlers import Handler, HandlerRegistry
@@ -44,8 +44,16 @@ class Runtime:
                        ) -> Runtime:
         """From `topo generate` output: `<dir>/topology.json` and `<dir>/python/<module>.py`."""
         folder = Path(generated_dir)
-        topology = load_topology(folder / "topology.json")
-        classes = EventClasses.load(topology, folder)
+        return cls.from_topology(load_topology(folder / "topology.json"), folder, broker, producer, metrics,
+                                 **transport_options)
+
+    @classmethod
+    def from_topology(cls, topology: Topology, generated_dir: Path | str, broker: str | None = None,
+                      producer: str = "", metrics: RuntimeMetrics | None = None, **transport_options: Any
+                      ) -> Runtime:
+        """From an already loaded topology (e.g. compiled from topology.yaml in memory) and the folder of
+        `topo generate` output holding its event classes (`<dir>/python/<module>.py`)."""
+        classes = EventClasses.load(topology, generated_dir)
         kind = broker or os.environ.get("TOPO_BROKER") or topology.broker.value
         return cls(topology, classes, create(kind, topology, **transport_options), producer, metrics)
 

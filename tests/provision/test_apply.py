@@ -28,7 +28,8 @@ RETRYING = ("search-indexer", "analytics", "cache-invalidation", "token-balance-
 
 
 def plan_json(cli: Cli, path: Path, *extra: str) -> tuple[int, dict[str, Any]]:
-    code, output = cli("plan", "--topology", path, "--broker", "all", "--json", *extra)
+    brokers = () if "--broker" in extra else ("--broker", "all")  # --broker repeats: the brokers add up
+    code, output = cli("plan", "--topology", path, *brokers, "--json", *extra)
     return code, json.loads(output)
 
 

@@ -15,7 +15,7 @@ COMMANDS: dict[str, str] = {
     "run": "topo.cli.runtime:run",
     "publish": "topo.cli.runtime:publish",
     "tail": "topo.cli.runtime:tail",
-    "dlq": "topo.cli.runtime:dlq",
+    "dlq": "topo.cli.dlq:dlq",
     "lag": "topo.cli.observe:lag",
     "monitor": "topo.cli.observe:monitor",
 }

@@ -1,24 +1,39 @@
 """`topo validate` and `topo generate`.
 
-Diagnostics go to stderr as `FILE:LINE:COL: error: message` plus a hint line; the exit status is
-1 when there is any error (warnings alone exit 0).
+Diagnostics go to stderr as `FILE:LINE:COL: error: message` plus a hint line (or, with --json,
+to stdout as one document); the exit status is 1 when there is any error (warnings alone exit 0).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
+from topo.cli.options import ENV_TOPOLOGY, SOURCE, CliError, default_topology, json_option, topology_option
+from topo.cli.source import require_source
 from topo.core.model import Topology
-from topo.generator.diagnostics import Diagnostic, has_errors, render_all
+from topo.generator.diagnostics import Diagnostic, has_errors, ordered, render_all
 from topo.generator.load import load
 from topo.generator.pipeline import OutputError, build, guard, write
 from topo.generator.pipeline import compare as compare_output
 
-# No existence check here: an unreadable file is reported as a diagnostic, with exit status 1.
-FILE_ARGUMENT = click.argument("file", default="topology.yaml", type=click.Path(path_type=Path))
+# The positional FILE is the older spelling of -t (kept: `topo generate topology.yaml -o generated`).
+# No existence check: an unreadable file is reported as a diagnostic, with exit status 1.
+FILE_ARGUMENT = click.argument("file", required=False, type=click.Path(path_type=Path))
+
+
+def source(file: Path | None, topology_path: Path | None, command: str) -> Path:
+    if file is not None and topology_path is not None and file != topology_path:
+        raise CliError(f"two topologies given: {file} and -t {topology_path}; pass one")
+    chosen = file or topology_path or default_topology()
+    if file is None and topology_path is None and not os.environ.get(ENV_TOPOLOGY):
+        chosen = SOURCE  # no topology.yaml here: report that, not that the compiled fallback is JSON
+    return require_source(chosen, command)
 
 
 def report(diagnostics: list[Diagnostic]) -> None:
@@ -27,44 +42,74 @@ def report(diagnostics: list[Diagnostic]) -> None:
 
 
 def summary(topology: Topology) -> str:
-    topics = sum(len(event.topics) for event in topology.events)
-    return (f"{len(topology.events)} event types, {len(topology.chains)} chains, {topics} topics, "
+    return (f"{len(topology.events)} event types, {len(topology.chains)} chains, {topic_count(topology)} topics, "
             f"{len(topology.groups)} consumer groups, broker {topology.broker.value}")
 
 
+def topic_count(topology: Topology) -> int:
+    return sum(len(event.topics) for event in topology.events)
+
+
+def validation_json(file: Path, topology: Topology | None, diagnostics: list[Diagnostic]) -> dict[str, Any]:
+    items = ordered(diagnostics)
+    document: dict[str, Any] = {
+        "file": str(file), "valid": topology is not None and not has_errors(items),
+        "errors": sum(1 for d in items if d.is_error), "warnings": sum(1 for d in items if not d.is_error),
+        "diagnostics": [{"severity": d.severity, "file": d.file, "line": d.line, "col": d.col,
+                         "message": d.message, "hint": d.hint} for d in items],
+        "summary": None,
+    }
+    if document["valid"] and topology is not None:
+        document["summary"] = {"name": topology.name, "events": len(topology.events),
+                               "chains": len(topology.chains), "topics": topic_count(topology),
+                               "consumer_groups": len(topology.groups), "broker": topology.broker.value}
+    return document
+
+
 @click.command()
 @FILE_ARGUMENT
-def validate(file: Path) -> None:
-    """Check FILE (default topology.yaml) and report every error with its line and column."""
-    topology, diagnostics = load(file)
-    report(diagnostics)
-    if topology is None or has_errors(diagnostics):
+@topology_option(resolve=False)
+@json_option
+def validate(file: Path | None, topology_path: Path | None, as_json: bool) -> None:
+    """Check the topology.yaml (-t FILE; default topology.yaml) and report every error with its line and column."""
+    path = source(file, topology_path, "validate")
+    topology, diagnostics = load(path)
+    valid = topology is not None and not has_errors(diagnostics)
+    if as_json:
+        click.echo(json.dumps(validation_json(path, topology, diagnostics), indent=2, sort_keys=True))
+    else:
+        report(diagnostics)
+        if valid and topology is not None:
+            click.echo(f"{path}: valid ({summary(topology)})")
+    if not valid:
         sys.exit(1)
-    click.echo(f"{file}: valid ({summary(topology)})")
 
 
 @click.command()
 @FILE_ARGUMENT
+@topology_option(resolve=False)
 @click.option("-o", "--output", "output", default="generated", show_default=True,
               type=click.Path(file_okay=False, path_type=Path), help="Output directory (replaced as a whole).")
 @click.option("--check", is_flag=True, help="Write nothing; exit 1 and list the files that would change.")
-def generate(file: Path, output: Path, check: bool) -> None:
-    """Compile FILE (default topology.yaml) into OUTPUT: all files, atomically, deterministically."""
-    result = build(file)
+def generate(file: Path | None, topology_path: Path | None, output: Path, check: bool) -> None:
+    """Compile the topology.yaml (-t FILE; default topology.yaml) into OUTPUT: all files, atomically,
+    deterministically."""
+    path = source(file, topology_path, "generate")
+    result = build(path)
     report(result.diagnostics)
     if result.files is None or has_errors(result.diagnostics):
-        click.echo(f"{file}: not generated; {output} is unchanged", err=True)
+        click.echo(f"{path}: not generated; {output} is unchanged", err=True)
         sys.exit(1)
     try:
-        guard(output, file)
+        guard(output, path)
         if check:
             changes = compare_output(output, result.files)
             if changes:
-                click.echo(f"{output} is out of date with {file} ({changes.summary()}):", err=True)
+                click.echo(f"{output} is out of date with {path} ({changes.summary()}):", err=True)
                 click.echo("\n".join(changes.lines(output)), err=True)
-                click.echo(f"run `topo generate {file} -o {output}` and commit the result", err=True)
+                click.echo(f"run `topo generate -t {path} -o {output}` and commit the result", err=True)
                 sys.exit(1)
-            click.echo(f"{output} is up to date with {file} ({len(result.files)} files)")
+            click.echo(f"{output} is up to date with {path} ({len(result.files)} files)")
             return
         changes = write(output, result.files)
     except (OutputError, OSError) as exc:

@@ -17,10 +17,12 @@ from prometheus_client import CollectorRegistry
 from rich.console import Console
 from rich.table import Table
 
-from topo.core.model import BrokerKind, Topology
+from topo.cli.options import broker_option, group_option, json_option, topology_option
+from topo.cli.source import load, pick_groups
+from topo.core.model import BrokerKind, ConsumerGroup, Topology
 from topo.runtime.observe.exporter import LagCollector
 from topo.runtime.observe.health import Verdict
-from topo.runtime.observe.lag import LagError, Snapshot, open_reader, select_groups
+from topo.runtime.observe.lag import LagError, Snapshot, open_reader
 from topo.runtime.observe.server import ObservabilityServer
 from topo.runtime.observe.status import ProgressTracker
 
@@ -30,34 +32,9 @@ DEFAULT_MONITOR_PORT = 9400
 DEFAULT_INTERVAL = 15.0
 
 
-def load(path: Path) -> Topology:
-    """A topology.yaml (validated) or a compiled generated/topology.json."""
-    if path.suffix == ".json":
-        return Topology.model_validate_json(path.read_text())
-    from topo.generator.load import load_topology
-
-    return load_topology(path)
-
-
-def _topology(path: Path, groups: tuple[str, ...]) -> Topology:
-    try:
-        topology = load(path)
-        select_groups(topology, groups)
-    except KeyError as exc:
-        raise click.BadParameter(str(exc.args[0]), param_hint="--group") from exc
-    except Exception as exc:
-        raise click.ClickException(f"{path}: {exc}") from exc
-    return topology
-
-
-topology_option = click.option(
-    "-t", "--topology", "topology_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default="topology.yaml", envvar="TOPO_TOPOLOGY", show_default=True,
-    help="topology.yaml, or a compiled generated/topology.json.")
-group_option = click.option("-g", "--group", "groups", multiple=True, metavar="NAME",
-                            help="Only this consumer group (repeatable). Default: every group.")
-broker_option = click.option("--broker", type=click.Choice([b.value for b in BrokerKind]), default=None,
-                             help="Broker to read. Default: the topology's broker.kind.")
+def _topology(path: Path, groups: tuple[str, ...]) -> tuple[Topology, tuple[ConsumerGroup, ...]]:
+    topology = load(path)
+    return topology, pick_groups(topology, groups)
 
 
 def _fmt_seconds(value: float | None) -> str:
@@ -99,16 +76,16 @@ def render_table(snapshot: Snapshot, console: Console) -> None:
 
 
 @click.command()
-@topology_option
-@group_option
-@broker_option
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@topology_option()
+@group_option(multiple=True)
+@broker_option()
+@json_option
 def lag(topology_path: Path, groups: tuple[str, ...], broker: str | None, as_json: bool) -> None:
     """Consumer lag per group, topic/queue and partition, read from the broker."""
-    topology = _topology(topology_path, groups)
+    topology, selected = _topology(topology_path, groups)
     reader = open_reader(topology, BrokerKind(broker) if broker else None)
     try:
-        snapshot = reader.read(select_groups(topology, groups))
+        snapshot = reader.read(selected)
     except LagError as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
@@ -122,10 +99,10 @@ def lag(topology_path: Path, groups: tuple[str, ...], broker: str | None, as_jso
 class Monitor:
     """Polls the broker every `interval` seconds into a LagCollector until stopped."""
 
-    def __init__(self, topology: Topology, groups: tuple[str, ...], broker: BrokerKind | None,
+    def __init__(self, topology: Topology, groups: tuple[ConsumerGroup, ...], broker: BrokerKind | None,
                  interval: float) -> None:
         self.topology = topology
-        self.groups = select_groups(topology, groups)
+        self.groups = groups
         self.reader = open_reader(topology, broker)
         self.tracker = ProgressTracker(topology)
         self.collector = LagCollector(topology.name)
@@ -171,9 +148,9 @@ class Monitor:
 
 
 @click.command()
-@topology_option
-@group_option
-@broker_option
+@topology_option()
+@group_option(multiple=True)
+@broker_option()
 @click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_MONITOR_PORT, show_default=True,
               help="Port of /metrics, /healthz and /readyz (0: any free port, logged).")
 @click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
@@ -183,8 +160,8 @@ def monitor(topology_path: Path, groups: tuple[str, ...], broker: str | None, po
             interval: float) -> None:
     """Long-running lag exporter: lag, slow and stalled consumers, dead letters, as Prometheus metrics."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    topology = _topology(topology_path, groups)
-    runner = Monitor(topology, groups, BrokerKind(broker) if broker else None, interval)
+    topology, selected = _topology(topology_path, groups)
+    runner = Monitor(topology, selected, BrokerKind(broker) if broker else None, interval)
     registry = CollectorRegistry()
     registry.register(runner.collector)
     server = ObservabilityServer(registry, ready=runner.readiness, healthy=runner.liveness, host=host, port=port)

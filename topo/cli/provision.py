@@ -6,99 +6,125 @@ be made in place (apply refuses them all).
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from topo.cli.source import DEFAULT_TOPOLOGY, TopologySourceError, load
+from topo.cli.options import ALL_BROKERS, CliError, broker_option, json_option, topology_option
+from topo.cli.source import load
 from topo.core.interpolate import UnsetVariableError
-from topo.generator.diagnostics import TopologyError
-from topo.provision.engine import Provisioner, brokers_from_option
+from topo.provision.engine import Provisioner
 from topo.provision.kafka import KafkaProvisionError
-from topo.provision.plan import EXIT_ERROR, EXIT_IMPOSSIBLE, EXIT_OK, Plan
+from topo.provision.plan import EXIT_IMPOSSIBLE, EXIT_OK, Broker, Plan
 from topo.provision.rabbitmq import RabbitProvisionError
 from topo.provision.render import render
 
 F = TypeVar("F", bound=Callable[..., Any])
-EXPECTED_ERRORS = (TopologySourceError, TopologyError, UnsetVariableError, KafkaProvisionError, RabbitProvisionError,
-                   ValueError)
+EXPECTED_ERRORS = (UnsetVariableError, KafkaProvisionError, RabbitProvisionError, ValueError)
+
+
+class ImpossibleChanges(CliError):
+    exit_code = EXIT_IMPOSSIBLE
 
 
 def common_options(function: F) -> F:
-    function = click.option("--broker", "broker", type=click.Choice(["kafka", "rabbitmq", "all"]), default=None,
-                            help="Broker(s) to provision [default: the topology's broker.kind].")(function)
+    function = broker_option(multiple=True)(function)
     function = click.option("--prune", is_flag=True,
                             help="Plan (and apply) deleting what this topology owns but no longer declares.")(function)
-    function = click.option("-t", "--topology", "topology_path", default=DEFAULT_TOPOLOGY, show_default=True,
-                            metavar="FILE", help="Compiled topology.json or a topology.yaml.")(function)
-    return function
+    return topology_option()(function)
 
 
 def colour_wanted() -> bool:
     return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
 
 
-def fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(EXIT_ERROR)
+def selected_brokers(options: tuple[str, ...], default: Broker) -> tuple[Broker, ...]:
+    """Repeated --broker values (or `all`) in a stable order; none given: the topology's broker."""
+    if not options:
+        return (default,)
+    wanted = set(Broker) if ALL_BROKERS in options else {Broker(option) for option in options}
+    return tuple(broker for broker in Broker if broker in wanted)
 
 
-def _prepare(topology_path: str, broker: str | None) -> Provisioner:
+def _prepare(topology_path: Path, brokers: tuple[str, ...]) -> Provisioner:
     topology = load(topology_path)
-    return Provisioner(topology, brokers_from_option(broker or "default", topology))
+    return Provisioner(topology, selected_brokers(brokers, Broker(topology.broker.value)))
 
 
 @click.command()
 @common_options
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable plan (format topo-plan/1).")
-def plan(topology_path: str, broker: str | None, prune: bool, as_json: bool) -> None:
+@json_option
+def plan(topology_path: Path, brokers: tuple[str, ...], prune: bool, as_json: bool) -> None:
     """Show what `topo apply` would change on the brokers.
 
     Exit code: 0 no changes, 2 changes pending, 3 changes that cannot be made in place, 1 error.
     """
     try:
-        result = _prepare(topology_path, broker).plan(prune=prune)
+        result = _prepare(topology_path, brokers).plan(prune=prune)
     except EXPECTED_ERRORS as exc:
-        fail(str(exc))
-        return
+        raise CliError(str(exc)) from None
     render(result, sys.stdout, as_json=as_json, colour=colour_wanted())
     sys.exit(result.exit_code)
+
+
+def outcome_json(current: Plan, status: str, applied: list[str], error: str | None = None) -> str:
+    document = {"plan": current.to_json(), "status": status, "applied": applied, "error": error}
+    return json.dumps(document, indent=2, sort_keys=True, default=str)
 
 
 @click.command()
 @common_options
 @click.option("-y", "--yes", is_flag=True, help="Apply without asking.")
-def apply(topology_path: str, broker: str | None, prune: bool, yes: bool) -> None:
+@json_option
+def apply(topology_path: Path, brokers: tuple[str, ...], prune: bool, yes: bool, as_json: bool) -> None:
     """Create and update the brokers' topics, exchanges, queues and bindings to match the topology.
 
     Shows the plan first and asks before changing anything (unless --yes). Never deletes
-    without --prune; --prune deletes only resources owned by this topology.
+    without --prune; --prune deletes only resources owned by this topology. With --json, one
+    document on stdout: the plan, the status (applied, no-changes, impossible, failed) and the
+    changes applied.
     """
     try:
-        provisioner = _prepare(topology_path, broker)
+        provisioner = _prepare(topology_path, brokers)
         current: Plan = provisioner.plan(prune=prune)
     except EXPECTED_ERRORS as exc:
-        fail(str(exc))
-        return
-    render(current, sys.stdout, colour=colour_wanted())
+        raise CliError(str(exc)) from None
+    if not as_json:
+        render(current, sys.stdout, colour=colour_wanted())
     if current.impossible:
-        click.echo(f"error: {len(current.impossible)} change(s) cannot be made in place (see the procedures "
-                   "above); nothing was applied", err=True)
-        sys.exit(EXIT_IMPOSSIBLE)
+        if as_json:
+            click.echo(outcome_json(current, "impossible", []))
+        raise ImpossibleChanges(f"{len(current.impossible)} change(s) cannot be made in place (see the procedures "
+                       f"{'in the plan' if as_json else 'above'}); nothing was applied")
     if not current.actionable:
-        click.echo("No changes to apply.")
+        click.echo(outcome_json(current, "no-changes", []) if as_json else "No changes to apply.")
         sys.exit(EXIT_OK)
     if not yes:
         if not sys.stdin.isatty():
-            fail("refusing to apply without confirmation: stdin is not a terminal; pass --yes to apply anyway")
-        if not click.confirm(f"Apply {len(current.actionable)} change(s) to topology {current.topology}?"):
-            fail("cancelled; nothing was applied")
+            raise CliError("refusing to apply without confirmation: stdin is not a terminal; pass --yes to apply "
+                           "anyway")
+        if not click.confirm(f"Apply {len(current.actionable)} change(s) to topology {current.topology}?",
+                             err=as_json):
+            raise CliError("cancelled; nothing was applied")
+    applied: list[str] = []
+
+    def applied_line(line: str) -> None:
+        applied.append(line)
+        if not as_json:
+            click.echo(f"  {line}")
+
     try:
-        provisioner.apply(current, lambda line: click.echo(f"  {line}"))
+        provisioner.apply(current, applied_line)
     except EXPECTED_ERRORS as exc:
-        fail(f"{exc} (changes listed above were applied; run `topo plan` to see what remains)")
-    click.echo(f"Applied {len(current.actionable)} change(s).")
+        message = f"{exc} (changes listed above were applied; run `topo plan` to see what remains)"
+        if as_json:
+            click.echo(outcome_json(current, "failed", applied, str(exc)))
+        raise CliError(message) from None
+    click.echo(outcome_json(current, "applied", applied) if as_json
+               else f"Applied {len(current.actionable)} change(s).")
     sys.exit(EXIT_OK)

@@ -1,45 +1,57 @@
-"""`topo run`, `topo publish`, `topo tail`, `topo dlq`: the runtime's commands."""
+"""`topo run`, `topo publish`, `topo tail`: the runtime's commands (and what `topo dlq` shares with them)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
-from topo.core import headers as H
+from topo.cli.options import CliError, broker_option, generated_option, group_option, json_option, topology_option
+from topo.cli.source import generated_folder, load, pick_event, pick_group
+from topo.core.model import Topology
 from topo.runtime.app import Runtime
-from topo.runtime.events import DEFAULT_TOPOLOGY
 from topo.runtime.process import tune_garbage_collector
 from topo.runtime.publisher import PublishError
-from topo.runtime.transport import TRANSPORTS
-from topo.runtime.transport.base import Delivery
+from topo.runtime.transport.base import Delivery, DeliveryReport, TransportError
 
-topology_option = click.option("--topology", "topology_path", type=click.Path(dir_okay=False, path_type=Path),
-                               default=DEFAULT_TOPOLOGY, show_default=True,
-                               help="Compiled topology (its folder also holds python/<module>.py).")
-broker_option = click.option("--broker", type=click.Choice(sorted(TRANSPORTS)), default=None,
-                             help="Broker to use; default: TOPO_BROKER, else the topology's broker.kind.")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def open_runtime(topology_path: Path, broker: str | None, producer: str = "", metrics: Any = None) -> Runtime:
+def runtime_options(function: F) -> F:
+    """-t/--topology, --generated and --broker, shared by every runtime command."""
+    return topology_option()(generated_option()(broker_option()(function)))
+
+
+def open_runtime(topology_path: Path, topology: Topology, generated_dir: Path | None, broker: str | None
+                 ) -> Runtime:
+    """A Runtime on `topology`, loaded from exactly `topology_path`, with the generated classes that match it."""
+    folder = generated_folder(topology_path, topology, generated_dir)
     try:
-        return Runtime.from_generated(topology_path.parent, broker=broker, producer=producer, metrics=metrics)
+        return Runtime.from_topology(topology, folder, broker=broker)
     except (FileNotFoundError, RuntimeError, ValueError) as error:
-        raise click.ClickException(str(error)) from None
+        raise CliError(str(error)) from None
+
+
+def import_from_current_directory() -> None:
+    """Like `python -m`: a handler module in the current folder is importable (`--import`, `handler:`)."""
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.insert(0, here)
 
 
 @click.command()
-@click.option("--group", "group_name", required=True, help="Consumer group to run (from the topology).")
-@topology_option
-@broker_option
+@group_option()
+@runtime_options
 @click.option("--concurrency", type=click.IntRange(0, 1024), default=8, show_default=True,
               help="Worker threads running handlers (events with one key always run one at a time); "
                    "0 runs handlers on the consume thread: fastest for quick CPU-bound handlers.")
@@ -56,17 +68,20 @@ def open_runtime(topology_path: Path, broker: str | None, producer: str = "", me
 @click.option("--gc-tuning/--no-gc-tuning", default=True, show_default=True,
               help="Freeze start-up objects and collect cycles every 20,000 allocations instead of 700 "
                    "(topo.runtime.process).")
-def run(group_name: str, topology_path: Path, broker: str | None, concurrency: int, shutdown_timeout: float,
-        metrics_port: int | None, imports: tuple[str, ...], state_dir: Path | None, log_level: str,
-        gc_tuning: bool) -> None:
+def run(group_name: str, topology_path: Path, generated_dir: Path | None, broker: str | None, concurrency: int,
+        shutdown_timeout: float, metrics_port: int | None, imports: tuple[str, ...], state_dir: Path | None,
+        log_level: str, gc_tuning: bool) -> None:
     """Run a consumer group's handlers until SIGTERM/SIGINT, then drain and exit."""
     import importlib
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from topo.runtime.metrics import RuntimeMetrics
 
-    runtime = open_runtime(topology_path, broker)
+    topology = load(topology_path)
+    pick_group(topology, group_name)
+    runtime = open_runtime(topology_path, topology, generated_dir, broker)
     runtime.state_dir = state_dir
+    import_from_current_directory()
     for module in imports:
         importlib.import_module(module)
     metrics = state = server = None
@@ -80,9 +95,9 @@ def run(group_name: str, topology_path: Path, broker: str | None, concurrency: i
         click.echo(f"metrics on :{server.port}", err=True)
     try:
         runner = runtime.runner(group_name, concurrency=concurrency, shutdown_timeout=shutdown_timeout, state=state,
-                                client_id=str(__import__("os").getpid()))
+                                client_id=str(os.getpid()))
     except (KeyError, LookupError) as error:
-        raise click.ClickException(str(error).strip("'\"")) from None
+        raise CliError(str(error).strip("'\"")) from None
     register_signals(runner.stop)
     if gc_tuning:
         tune_garbage_collector()
@@ -110,51 +125,66 @@ def register_signals(stop: Any) -> None:
 @click.option("--chain", "chain_id", type=int, default=None, help="Chain id (default: the payload's chain_id).")
 @click.option("--payload", "payload_text", required=True, help="Payload as JSON ('-' reads standard input).")
 @click.option("--producer", default="", help="metadata.producer (default: the event's first producer).")
-@topology_option
-@broker_option
+@runtime_options
+@json_option
 def publish(event: str, chain_id: int | None, payload_text: str, producer: str, topology_path: Path,
-            broker: str | None) -> None:
-    """Publish one EVENT, validated against the topology, and wait for the broker's confirmation."""
-    runtime = open_runtime(topology_path, broker)
-    try:
-        declared = runtime.topology.event(event)
-    except KeyError as error:
-        raise click.ClickException(str(error).strip("'\"")) from None
-    runtime.producer = producer or (declared.producers[0] if declared.producers else runtime.producer)
+            generated_dir: Path | None, broker: str | None, as_json: bool) -> None:
+    """Publish one EVENT, validated against the topology, and wait for the broker's confirmation.
+
+    Prints the event id, topic and key; with --json, the whole delivery report (destination,
+    partition and offset when the broker tells them).
+    """
+    topology = load(topology_path)
+    declared = pick_event(topology, event)
     try:
         payload = json.loads(sys.stdin.read() if payload_text == "-" else payload_text)
     except json.JSONDecodeError as error:
-        raise click.ClickException(f"--payload is not JSON: {error}") from None
+        raise CliError(f"--payload is not JSON: {error}") from None
     if not isinstance(payload, dict):
-        raise click.ClickException("--payload must be a JSON object")
+        raise CliError("--payload must be a JSON object")
     if chain_id is not None:
         payload.setdefault("chain_id", chain_id)
-    outcome: list[str | None] = []
+    runtime = open_runtime(topology_path, topology, generated_dir, broker)
+    runtime.producer = producer or (declared.producers[0] if declared.producers else runtime.producer)
+    reports: list[DeliveryReport] = []
     try:
-        sent = runtime.publisher().publish(payload, chain_id, event_type=event,
-                                           on_delivery=lambda report: outcome.append(report.error))
+        sent = runtime.publisher().publish(payload, chain_id, event_type=event, on_delivery=reports.append)
         runtime.publisher().flush(30)
     except PublishError as error:
-        raise click.ClickException(str(error)) from None
+        raise CliError(str(error)) from None
     finally:
         runtime.close()
-    if not outcome or outcome[0] is not None:
-        raise click.ClickException(f"not confirmed by the broker: {outcome[0] if outcome else 'timed out'}")
-    click.echo(json.dumps({"event_id": str(sent.event_id), "topic": sent.topic.topic, "key": sent.key}))
+    if not reports or reports[0].error is not None:
+        raise CliError(f"not confirmed by the broker: {reports[0].error if reports else 'timed out'}")
+    if not as_json:
+        click.echo(json.dumps({"event_id": str(sent.event_id), "topic": sent.topic.topic, "key": sent.key}))
+        return
+    report = reports[0]
+    click.echo(json.dumps({
+        "event_id": str(sent.event_id), "event_type": sent.event_type, "chain_id": sent.chain_id, "key": sent.key,
+        "topic": sent.topic.topic, "routing_key": sent.topic.routing_key, "destination": report.destination,
+        "partition": report.partition, "offset": report.offset,
+    }, indent=2, sort_keys=True))
 
 
 def render(delivery: Delivery, raw: bool) -> str:
+    return json.dumps(envelope(delivery) if raw else delivery_json(delivery), sort_keys=True)
+
+
+def envelope(delivery: Delivery) -> Any:
     try:
-        document = json.loads(delivery.body)
+        return json.loads(delivery.body)
     except ValueError:
-        document = {"undecodable": delivery.body.decode("utf-8", "replace")}
-    if raw:
-        return json.dumps(document, sort_keys=True)
-    entry = {"topic": delivery.topic, "partition": delivery.partition, "offset": delivery.offset, "key": delivery.key,
-             "event": document}
+        return {"undecodable": delivery.body.decode("utf-8", "replace")}
+
+
+def delivery_json(delivery: Delivery) -> dict[str, Any]:
+    """One delivery as `topo tail` and `topo dlq list` print it: where it was, its key, headers and envelope."""
+    entry: dict[str, Any] = {"topic": delivery.topic, "partition": delivery.partition, "offset": delivery.offset,
+                             "key": delivery.key, "event": envelope(delivery)}
     if delivery.headers:
         entry["headers"] = dict(sorted(delivery.headers.items()))
-    return json.dumps(entry, sort_keys=True)
+    return entry
 
 
 @click.command()
@@ -164,111 +194,31 @@ def render(delivery: Delivery, raw: bool) -> str:
 @click.option("--limit", type=click.IntRange(1), default=None, help="Exit after this many events.")
 @click.option("--timeout", type=click.FloatRange(0), default=None, help="Exit after this many seconds.")
 @click.option("--raw", is_flag=True, help="Print only the envelopes.")
-@topology_option
-@broker_option
+@runtime_options
 def tail(events: tuple[str, ...], chains: tuple[int, ...], from_beginning: bool, limit: int | None,
-         timeout: float | None, raw: bool, topology_path: Path, broker: str | None) -> None:
+         timeout: float | None, raw: bool, topology_path: Path, generated_dir: Path | None, broker: str | None
+         ) -> None:
     """Print EVENTS as they arrive (one JSON per line), without touching any group's offsets."""
-    runtime = open_runtime(topology_path, broker)
-    try:
-        topics = [t for name in events for t in runtime.topology.event(name).topics
-                  if not chains or t.chain_id in chains]
-    except KeyError as error:
-        raise click.ClickException(str(error).strip("'\"")) from None
+    topology = load(topology_path)
+    topics = [t for name in events for t in pick_event(topology, name).topics if not chains or t.chain_id in chains]
     if not topics:
-        raise click.ClickException(f"no topic of {', '.join(events)} on chain(s) {', '.join(map(str, chains))}")
-    reader = runtime.transport.open_tail(topics, from_beginning)
+        raise CliError(f"no topic of {', '.join(events)} on chain(s) {', '.join(map(str, chains))}")
+    runtime = open_runtime(topology_path, topology, generated_dir, broker)
+    try:
+        reader = runtime.transport.open_tail(topics, from_beginning)
+    except TransportError as error:
+        runtime.close()
+        raise CliError(str(error)) from None
     stop = threading.Event()
     register_signals(stop.set)
-
-    class Quiet:
-        def on_assigned(self, streams: Any) -> None: ...
-        def on_revoked(self, streams: Any) -> None: ...
-        def on_lost(self, streams: Any) -> None: ...
-
     shown = 0
     ends = None if timeout is None else time.monotonic() + timeout
     try:
-        reader.subscribe(Quiet())
         click.echo(f"tailing {len(topics)} topic(s)", err=True)  # ready: events published from now on are shown
         while not stop.is_set() and (limit is None or shown < limit) and (ends is None or time.monotonic() < ends):
             for delivery in reader.poll(100 if limit is None else min(100, limit - shown), 0.2):
                 click.echo(render(delivery, raw))
                 shown += 1
     finally:
-        reader.close()
-        runtime.close()
-
-
-@click.group()
-def dlq() -> None:
-    """Inspect and replay a group's dead-letter queue."""
-
-
-@dlq.command("list")
-@click.option("--group", "group_name", required=True)
-@click.option("--limit", type=click.IntRange(1), default=100, show_default=True)
-@click.option("--timeout", type=click.FloatRange(0), default=10.0, show_default=True)
-@topology_option
-@broker_option
-def dlq_list(group_name: str, limit: int, timeout: float, topology_path: Path, broker: str | None) -> None:
-    """Print the group's dead letters (oldest first) with their failure headers, one JSON per line."""
-    runtime = open_runtime(topology_path, broker)
-    try:
-        reader = runtime.transport.open_dead_letters(runtime.topology.group(group_name))
-    except KeyError as error:
-        raise click.ClickException(str(error).strip("'\"")) from None
-    try:
-        for delivery in reader.browse(limit, timeout):
-            click.echo(render(delivery, raw=False))
-    finally:
-        reader.close()
-        runtime.close()
-
-
-@dlq.command("replay")
-@click.option("--group", "group_name", required=True)
-@click.option("--limit", type=click.IntRange(1), default=1000, show_default=True)
-@click.option("--timeout", type=click.FloatRange(0), default=10.0, show_default=True)
-@topology_option
-@broker_option
-def dlq_replay(group_name: str, limit: int, timeout: float, topology_path: Path, broker: str | None) -> None:
-    """Re-publish dead letters not replayed before to their original topic, and record them as replayed.
-
-    The copy keeps its envelope (same event_id: handlers that succeeded meanwhile dedup it) and
-    gets x-topo-replayed-at / x-topo-replayed-from headers; its failure headers are dropped.
-    Every subscribed group receives it again, as it did the original event.
-    """
-    runtime = open_runtime(topology_path, broker)
-    try:
-        group = runtime.topology.group(group_name)
-    except KeyError as error:
-        raise click.ClickException(str(error).strip("'\"")) from None
-    reader = runtime.transport.open_dead_letters(group)
-    producer = runtime.transport.open_publisher("dlq-replay")
-    try:
-        letters = reader.take(limit, timeout)
-        errors: list[str] = []
-        stamp = H.now_text()
-        for letter in letters:
-            original = letter.headers.get(H.ORIGINAL_TOPIC)
-            if not original:
-                errors.append(f"{letter.source}[{letter.partition}]@{letter.offset}: no {H.ORIGINAL_TOPIC} header")
-                continue
-            kept = {k: v for k, v in letter.headers.items()
-                    if k not in H.FAILURE_HEADERS and k not in (H.ORIGINAL_TOPIC, H.ORIGINAL_PARTITION,
-                                                                 H.ORIGINAL_OFFSET, H.GROUP)}
-            kept[H.REPLAYED_AT] = stamp
-            kept[H.REPLAYED_FROM] = letter.source
-            producer.send(original, letter.key, letter.body, kept,
-                          lambda report: errors.append(report.error) if report.error else None)
-        if producer.flush(30):
-            errors.append("some replayed events were not confirmed within 30s")
-        if errors:
-            raise click.ClickException("replay incomplete, nothing recorded as replayed:\n" + "\n".join(errors))
-        reader.done(letters)
-        click.echo(f"replayed {len(letters)} dead letter(s) of group {group_name}")
-    finally:
-        producer.close()
         reader.close()
         runtime.close()

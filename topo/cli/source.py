@@ -1,32 +1,92 @@
-"""Where `topo plan` / `topo apply` take the topology from: generated/topology.json or a topology.yaml."""
+"""Where every command takes the topology from: exactly the file given by -t/--topology.
+
+A topology.yaml is validated and compiled in memory; a topology.json is the compiled model as
+`topo generate` writes it. Runtime commands also need the generated event classes: `generated_folder`
+finds them and refuses a folder that no longer matches the topology.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pydantic
 
-from topo.core.model import Topology
-from topo.generator.load import load_topology
+from topo.cli.options import COMPILED, CliError, unknown_name
+from topo.core.model import ConsumerGroup, EventType, Topology
+from topo.generator.diagnostics import TopologyError
 
-DEFAULT_TOPOLOGY = "generated/topology.json"
-
-
-class TopologySourceError(RuntimeError):
-    pass
+COMPILED_NAME = "topology.json"
 
 
-def load(path: str | Path) -> Topology:
-    """The resolved topology: compiled JSON as `topo generate` writes it, or YAML (validated first)."""
-    file = Path(path)
-    if not file.exists():
-        hint = ("run `topo generate topology.yaml` first, or pass --topology topology.yaml"
-                if str(path) == DEFAULT_TOPOLOGY else "pass the path of a topology.yaml or topology.json")
-        raise TopologySourceError(f"{path}: no such file; {hint}")
-    if file.suffix == ".json":
+def is_compiled(path: Path) -> bool:
+    return path.suffix == ".json"
+
+
+def load(path: Path) -> Topology:
+    """The resolved topology of `path` (YAML, validated first, or compiled JSON); CliError otherwise."""
+    if not path.is_file():
+        hint = ("run `topo generate` first, or pass -t topology.yaml" if path == COMPILED
+                else "pass -t with the path of a topology.yaml or topology.json")
+        raise CliError(f"{path}: no such file; {hint}")
+    if is_compiled(path):
         try:
-            return Topology.model_validate_json(file.read_text())
+            return Topology.model_validate_json(path.read_text(encoding="utf-8"))
         except pydantic.ValidationError as exc:
-            raise TopologySourceError(f"{path}: not a compiled topology ({exc.error_count()} error(s), first: "
-                                      f"{exc.errors()[0]['msg']}); regenerate it with `topo generate`") from exc
-    return load_topology(file)
+            raise CliError(f"{path}: not a compiled topology ({exc.error_count()} error(s), first: "
+                           f"{exc.errors()[0]['msg']}); regenerate it with `topo generate`") from None
+    from topo.generator.load import load_topology
+
+    try:
+        return load_topology(path)
+    except TopologyError as exc:
+        raise CliError(f"{path} is not valid:\n{exc}") from None
+
+
+def require_source(path: Path, command: str) -> Path:
+    """validate and generate read the YAML source: a compiled topology.json is refused."""
+    if is_compiled(path):
+        raise CliError(f"{path}: `topo {command}` reads a topology.yaml, not a compiled topology.json; "
+                       "pass -t topology.yaml")
+    return path
+
+
+def generated_folder(path: Path, topology: Topology, override: Path | None = None) -> Path:
+    """The folder of `topo generate` output holding python/<module>.py for `topology`.
+
+    Default: the folder of a topology.json, or generated/ beside a topology.yaml. The folder's
+    topology.json must be the same model (unless it is the very file given), else it is stale.
+    """
+    folder = override if override is not None else (path.parent if is_compiled(path) else path.parent / "generated")
+    compiled = folder / COMPILED_NAME
+    if is_compiled(path) and override is None:
+        return folder  # the classes beside the file given; the events module itself checks they match it
+    regenerate = f"run `topo generate -t {path}" + ("" if folder == Path("generated") else f" -o {folder}") + "`"
+    if not compiled.is_file():
+        raise CliError(f"{folder}: no generated output for {path} ({compiled} not found); {regenerate}")
+    try:
+        generated = Topology.model_validate_json(compiled.read_text(encoding="utf-8"))
+    except pydantic.ValidationError:
+        generated = None
+    if generated != topology:
+        raise CliError(f"{folder} is stale: it was not generated from {path} as it is now; {regenerate}")
+    return folder
+
+
+def pick_group(topology: Topology, name: str) -> ConsumerGroup:
+    for group in topology.groups:
+        if group.name == name:
+            return group
+    raise unknown_name("consumer group", name, [g.name for g in topology.groups])
+
+
+def pick_groups(topology: Topology, names: Sequence[str]) -> tuple[ConsumerGroup, ...]:
+    """The named groups (every group when none is named)."""
+    return tuple(pick_group(topology, name) for name in names) if names else topology.groups
+
+
+def pick_event(topology: Topology, name: str) -> EventType:
+    for event in topology.events:
+        if event.name == name:
+            return event
+    raise unknown_name("event type", name, [e.name for e in topology.events])
