@@ -11,11 +11,15 @@ import difflib
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from topo.generator.diagnostics import Diagnostic, Severity
 from topo.generator.document import Document, NodePath, Span
+from topo.generator.schema import topology_schema
 
+# What the resolver's helpers raise on a value of the wrong type; the schema reports those values.
+BAD_VALUE_ERRORS = (ValueError, TypeError, KeyError, AttributeError, ArithmeticError)
 TYPE_WORDS = {"object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer",
               "number": "a number", "boolean": "true or false", "null": "empty"}
 
@@ -129,3 +133,22 @@ def describe(value: Any) -> str:
 def suggest(word: str, candidates: list[str] | tuple[str, ...] | set[str]) -> str | None:
     close = difflib.get_close_matches(word, sorted(candidates), n=1, cutoff=0.6)
     return f"did you mean `{close[0]}`?" if close else None
+
+
+@cache
+def name_patterns() -> dict[str, re.Pattern[str]]:
+    """The schema's patterns of the names every derived name is made of."""
+    schema = topology_schema()
+    defs = schema["$defs"]
+    return {
+        "topology": re.compile(str(schema["properties"]["name"]["pattern"])),
+        "event": re.compile(str(defs["eventName"]["pattern"])),
+        "group": re.compile(str(defs["groupName"]["pattern"])),
+        "chain": re.compile(str(defs["chain"]["properties"]["name"]["pattern"])),
+        "exchange": re.compile(str(defs["broker"]["properties"]["rabbitmq"]["properties"]["exchange"]["pattern"])),
+    }
+
+
+def is_name(kind: str, value: Any) -> bool:
+    """Whether `value` is a well-formed name of `kind` (topology, event, group, chain, exchange)."""
+    return isinstance(value, str) and name_patterns()[kind].fullmatch(value) is not None

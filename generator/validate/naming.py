@@ -18,7 +18,7 @@ from topo.core.names import DEFAULT_TOPIC_NAMING, NAMING_PLACEHOLDERS, envelope_
 from topo.generator.diagnostics import Diagnostic
 from topo.generator.document import NodePath
 from topo.generator.resolve import resolve
-from topo.generator.validate.checker import Checker, display, suggest
+from topo.generator.validate.checker import Checker, display, is_name, suggest
 from topo.generator.validate.resolvable import resolvable_part
 
 KAFKA_TOPIC_MAX = 249
@@ -128,9 +128,12 @@ class NameChecker(Checker):
                     self.claim_routing_key(topic.routing_key, owner, routing_owners)
         self.check_class_names(model)
         self.check_reserved(model)
+        exchange_setting = self.get(EXCHANGE)
+        # A malformed exchange setting is reported by the schema; the default standing in for it is no one's.
+        exchange_known = exchange_setting is None or is_name("exchange", exchange_setting)
         for group in model.groups:
             owner = ("consumer_groups", group.name)
-            if group.rabbitmq.exchange == model.rabbitmq.exchange:
+            if exchange_known and group.rabbitmq.exchange == model.rabbitmq.exchange:
                 self.error(owner, f"consumer group `{group.name}` would get the exchange `{group.rabbitmq.exchange}`, "
                            "which is the topology's exchange", "rename the group or set broker.rabbitmq.exchange",
                            key=True)

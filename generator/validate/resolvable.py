@@ -4,48 +4,28 @@ Names are checked on the resolved model, so they are exactly the names `topo gen
 `topo apply` creates. A document with an error elsewhere (a payload field, an alert threshold)
 still has names worth checking in the same run, so the resolver gets a projection of the
 document: only the values names derive from, each kept when it is well formed and left out
-otherwise. Everything else falls back to its default, and no default derives a name.
+otherwise. Everything else takes its default; where a left-out value would have given a name
+(a broken naming template, a malformed exchange), the checks skip the name the default gives.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from functools import cache
 from typing import Any
 
 from topo.core.model import Delivery
 from topo.core.names import DEFAULT_TOPIC_NAMING
 from topo.generator.resolve import resolve_retry
-from topo.generator.schema import topology_schema
+from topo.generator.validate.checker import BAD_VALUE_ERRORS, is_name
 
-# What resolve_retry raises on a value of the wrong type; the schema reports those values.
-BAD_VALUE_ERRORS = (ValueError, TypeError, KeyError, AttributeError, ArithmeticError)
 MAX_PARTITIONS = 100_000
 # A retry policy that derives no retry topic or queue: stands in for one that cannot be read.
 NO_RETRIES: dict[str, Any] = {"max_retries": 0}
 
 
-@cache
-def patterns() -> dict[str, re.Pattern[str]]:
-    """The schema's own patterns for the names derived names are made of."""
-    schema = topology_schema()
-    defs = schema["$defs"]
-    return {
-        "topology": re.compile(str(schema["properties"]["name"]["pattern"])),
-        "event": re.compile(str(defs["eventName"]["pattern"])),
-        "group": re.compile(str(defs["groupName"]["pattern"])),
-        "chain": re.compile(str(defs["chain"]["properties"]["name"]["pattern"])),
-        "exchange": re.compile(str(defs["broker"]["properties"]["rabbitmq"]["properties"]["exchange"]["pattern"])),
-    }
-
-
 def _mapping(value: Any) -> dict[str, Any]:
     return {str(key): item for key, item in value.items()} if isinstance(value, dict) else {}
-
-
-def _matches(kind: str, value: Any) -> bool:
-    return isinstance(value, str) and patterns()[kind].fullmatch(value) is not None
 
 
 def _count(value: Any) -> bool:
@@ -69,7 +49,7 @@ def resolvable_part(data: Any, templates: Mapping[str, str]) -> dict[str, Any] |
     `templates` are the naming templates that passed their checks; a broken one is replaced by
     the default, and the names it would give are not checked.
     """
-    if not isinstance(data, dict) or not _matches("topology", data.get("name")):
+    if not isinstance(data, dict) or not is_name("topology", data.get("name")):
         return None
     defaults = _mapping(data.get("defaults"))
     default_retry = _mapping(defaults.get("retry"))
@@ -97,7 +77,7 @@ def resolvable_part(data: Any, templates: Mapping[str, str]) -> dict[str, Any] |
 
 def _rabbitmq(rabbit: dict[str, Any]) -> dict[str, Any]:
     projected: dict[str, Any] = {}
-    if _matches("exchange", rabbit.get("exchange")):
+    if is_name("exchange", rabbit.get("exchange")):
         projected["exchange"] = rabbit["exchange"]
     if _count(rabbit.get("partitions")):
         projected["partitions"] = rabbit["partitions"]
@@ -111,7 +91,7 @@ def _chains(raw: Any) -> dict[int, dict[str, Any]]:
         if not re.fullmatch(r"[0-9]{1,19}", str(key)) or int(str(key)) in chains:
             continue
         name = spec.get("name") if isinstance(spec, dict) else None
-        chains[int(str(key))] = {"name": name} if _matches("chain", name) else {}
+        chains[int(str(key))] = {"name": name} if is_name("chain", name) else {}
     return chains
 
 
@@ -122,7 +102,7 @@ def _chain_ids(raw: Any, declared: set[int]) -> list[int]:
 def _events(raw: Any, declared: set[int]) -> dict[str, dict[str, Any]]:
     events: dict[str, dict[str, Any]] = {}
     for name, body in _mapping(raw).items():
-        if not _matches("event", name) or not isinstance(body, dict):
+        if not is_name("event", name) or not isinstance(body, dict):
             continue
         event: dict[str, Any] = {}
         if isinstance(body.get("chains"), list):
@@ -137,7 +117,7 @@ def _groups(raw: Any, events: Mapping[str, dict[str, Any]], default_retry: Mappi
             ) -> dict[str, dict[str, Any]]:
     groups: dict[str, dict[str, Any]] = {}
     for name, body in _mapping(raw).items():
-        if not _matches("group", name) or not isinstance(body, dict):
+        if not is_name("group", name) or not isinstance(body, dict):
             continue
         group: dict[str, Any] = {"subscribes": _subscriptions(body.get("subscribes"), events)}
         retry = _mapping(body.get("retry"))

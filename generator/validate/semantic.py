@@ -20,17 +20,10 @@ from topo.core.names import CHAIN_ID, DEFAULT_RETRY
 from topo.generator.document import NodePath
 from topo.generator.emit.fieldtypes import python_name
 from topo.generator.resolve import resolve_retry
-from topo.generator.schema import topology_schema
-from topo.generator.validate.checker import Checker, display, suggest
+from topo.generator.validate.checker import BAD_VALUE_ERRORS, Checker, display, is_name, suggest
 
-# What resolve's helpers raise on a value of the wrong type; the schema reports those values.
-BAD_VALUE_ERRORS = (ValueError, TypeError, KeyError, AttributeError, ArithmeticError)
 NUMERIC_TYPES = ("integer", "number")
 LENGTH_TYPES = ("string", "hex", "array")
-
-
-def event_name_pattern() -> str:
-    return str(topology_schema()["$defs"]["eventName"]["pattern"])
 
 
 class SemanticChecker(Checker):
@@ -356,9 +349,8 @@ class SemanticChecker(Checker):
             items = body.get("subscribes")
             for item in items if isinstance(items, list) else []:
                 consumed.add(str(item.get("event")) if isinstance(item, dict) else str(item))
-        event_pattern = event_name_pattern()
         for name, event in events.items():
-            if not re.fullmatch(event_pattern, name):
+            if not is_name("event", name):
                 continue  # reported as an invalid name
             if name not in consumed:
                 self.warning(("events", name), f"no consumer group subscribes to event `{name}`",
