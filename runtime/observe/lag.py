@@ -37,7 +37,7 @@ from typing import Any
 
 import requests
 
-from topo.core.interpolate import expand
+from topo.core.connect import kafka_config, rabbit_target
 from topo.core.model import BrokerKind, ConsumerGroup, Topology
 
 KIND_EVENTS = "events"  # an event topic / a work queue
@@ -117,21 +117,6 @@ def select_groups(topology: Topology, names: Sequence[str]) -> tuple[ConsumerGro
 # --------------------------------------------------------------------------- Kafka
 
 
-ClientConfig = dict[str, str | int | float | bool]
-
-
-def kafka_client_config(topology: Topology) -> ClientConfig:
-    """librdkafka settings from the topology's connection settings, expanded from the environment."""
-    settings = topology.kafka
-    config: ClientConfig = {"bootstrap.servers": expand(settings.bootstrap_servers),
-              "security.protocol": expand(settings.security_protocol) or "PLAINTEXT"}
-    if "SASL" in str(config["security.protocol"]).upper():
-        config.update({"sasl.mechanism": expand(settings.sasl_mechanism),
-                       "sasl.username": expand(settings.sasl_username),
-                       "sasl.password": expand(settings.sasl_password)})
-    return config
-
-
 @dataclass(frozen=True)
 class _Planned:
     topic: str
@@ -157,7 +142,8 @@ class KafkaLagReader:
         self.topology = topology
         self.clock = clock
         self.timeout = timeout
-        self.config = kafka_client_config(topology)
+        # SASL and KAFKA_SSL_* as for every Kafka client
+        self.config: dict[str, str | int | float | bool] = {**kafka_config(topology.kafka)}
         self.admin = AdminClient(self.config)
         self._consumer: Any = None
 
@@ -313,29 +299,6 @@ def _with_seconds(stream: StreamLag, seconds: float | None) -> StreamLag:
 # --------------------------------------------------------------------------- RabbitMQ
 
 
-@dataclass(frozen=True)
-class ManagementEndpoint:
-    url: str  # without credentials
-    user: str
-    password: str
-    vhost: str
-
-    @classmethod
-    def from_topology(cls, topology: Topology) -> ManagementEndpoint:
-        management = urllib.parse.urlsplit(expand(topology.rabbitmq.management_url))
-        amqp = urllib.parse.urlsplit(expand(topology.rabbitmq.url))
-        user = urllib.parse.unquote(management.username or amqp.username or "guest")
-        password = urllib.parse.unquote(management.password or amqp.password or "guest")
-        netloc = management.hostname or "127.0.0.1"
-        if management.port:
-            netloc += f":{management.port}"
-        url = urllib.parse.urlunsplit((management.scheme or "http", netloc, management.path.rstrip("/"), "", ""))
-        # amqp://host/ is the default vhost "/"; amqp://host/%2F too; amqp://host/name is "name".
-        path = amqp.path[1:] if amqp.path.startswith("/") else amqp.path
-        vhost = urllib.parse.unquote(path) if path else "/"
-        return cls(url, user, password, vhost)
-
-
 @dataclass
 class _PublishHistory:
     samples: deque[tuple[float, int]] = field(default_factory=deque)  # (time, published), ascending
@@ -368,9 +331,10 @@ class RabbitLagReader:
         self.topology = topology
         self.clock = clock
         self.timeout = timeout
-        self.endpoint = ManagementEndpoint.from_topology(topology)
+        self.endpoint = rabbit_target(topology)  # the management API and vhost `topo apply` uses
         self.session = requests.Session()
         self.session.auth = (self.endpoint.user, self.endpoint.password)
+        self.session.verify = self.endpoint.verify  # https with a private CA
         longest = max((max(g.alerts.lag_seconds, g.alerts.stalled_for_seconds) for g in topology.groups),
                       default=300.0)
         self.history_seconds = history_seconds if history_seconds is not None else 2 * longest + 60

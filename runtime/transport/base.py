@@ -1,9 +1,10 @@
 """The broker-neutral transport interface: everything the runtime core needs from a broker.
 
 A transport moves opaque bytes. It knows nothing of event classes, handlers, deduplication,
-ordering or retry policy: the core (`topo.runtime.consumer`, `topo.runtime.publisher`) decides
+ordering or retry policy: the core (`topo.runtime.runner`, `topo.runtime.publisher`) decides
 all of that and calls the narrow methods below. Implementations: `kafka.KafkaTransport`
 (confluent-kafka), `rabbitmq.RabbitMQTransport` (pika), `memory.MemoryTransport` (tests).
+A `Tail` (`topo tail`) only reads: it has an interface of its own, not the group consumer's.
 See docs/runtime-transport.md for the contract in prose.
 
 Threading model (the part that matters for pika):
@@ -274,6 +275,26 @@ class ConsumerTransport(ABC):
         consumers, close channel: unacked messages are requeued), release connections."""
 
 
+class Tail(ABC):
+    """A throwaway reader of event topics (`topo tail`): joins no group, keeps no position,
+    settles nothing, publishes nothing.
+
+    `Transport.open_tail` returns it ready: every event published after that call returned is
+    seen (Kafka: partitions assigned at their end offsets, or at the beginning when asked;
+    RabbitMQ: an exclusive auto-delete queue bound to the topology exchange, consumed at once;
+    memory: positions at the end of each log, or at the beginning).
+    """
+
+    @abstractmethod
+    def poll(self, max_messages: int, timeout: float) -> list[Delivery]:
+        """Up to `max_messages` deliveries (possibly none), waiting at most `timeout` seconds for
+        the first; deliveries of one stream in stream order."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the connection (RabbitMQ: the tail's queue goes with it)."""
+
+
 class DeadLetterReader(ABC):
     """Reads a group's dead-letter destination for `topo dlq list|replay`.
 
@@ -324,11 +345,11 @@ class Transport(ABC):
         `supports_exactly_once` is False."""
 
     @abstractmethod
-    def open_tail(self, topics: Sequence[EventTopic], from_beginning: bool = False) -> ConsumerTransport:
-        """A throwaway reader of `topics` that joins no group's offsets (Kafka: a consumer with a
-        unique group id and enable.auto.commit=false; RabbitMQ: an exclusive auto-delete queue
-        bound to the topology exchange). Only `poll`, `subscribe` (listener may be a no-op),
-        `ack` (no effect) and `close` are used on it."""
+    def open_tail(self, topics: Sequence[EventTopic], from_beginning: bool = False) -> Tail:
+        """A `Tail` of `topics`, ready to poll (Kafka: a consumer with a unique group id and
+        enable.auto.commit=false, partitions assigned directly; RabbitMQ: an exclusive
+        auto-delete queue bound to the topology exchange, which keeps no history, so
+        `from_beginning` has no effect there)."""
 
     @abstractmethod
     def open_dead_letters(self, group: ConsumerGroup) -> DeadLetterReader:

@@ -32,6 +32,7 @@ from topo.runtime.transport.base import (
     DeliveryReport,
     PublisherTransport,
     StreamId,
+    Tail,
     Transport,
     TransportError,
     Unsupported,
@@ -107,15 +108,13 @@ class MemoryConsumer(ConsumerTransport):
     kind = "memory"
 
     def __init__(self, broker: MemoryBroker, group_id: str, topics: Sequence[str], retry: Mapping[float, str],
-                 dlq: str | None, commit: bool = True, from_end: bool = False) -> None:
+                 dlq: str) -> None:
         self.broker = broker
         self.group_id = group_id
         self.topics = list(topics)
         self.retry = dict(retry)
         self.retry_names = frozenset(retry.values())
         self.dlq = dlq
-        self.commits = commit
-        self.from_end = from_end
         self.positions: dict[StreamId, int] = {}
         self.trackers: dict[StreamId, OffsetTracker] = {}
         self.paused: set[StreamId] = set()
@@ -126,10 +125,9 @@ class MemoryConsumer(ConsumerTransport):
         self.listener = listener
         streams: list[StreamId] = []
         for topic in self.topics:
-            for partition, log in enumerate(self.broker.logs[topic]):
+            for partition in range(len(self.broker.logs[topic])):
                 stream = (topic, partition)
-                start = len(log) if self.from_end else self.broker.committed.get((self.group_id, topic, partition), 0)
-                self.positions[stream] = start
+                self.positions[stream] = self.broker.committed.get((self.group_id, topic, partition), 0)
                 self.trackers[stream] = OffsetTracker()
                 streams.append(stream)
         listener.on_assigned(streams)
@@ -189,8 +187,6 @@ class MemoryConsumer(ConsumerTransport):
         self._copy(destination, delivery, headers)
 
     def dead_letter(self, delivery: Delivery, headers: Mapping[str, str]) -> None:
-        if self.dlq is None:
-            raise Unsupported("memory: a tail does not dead-letter")
         self._copy(self.dlq, delivery, headers)
 
     def release(self, deliveries: Iterable[Delivery]) -> None:
@@ -210,8 +206,6 @@ class MemoryConsumer(ConsumerTransport):
         return list(self.positions)
 
     def commit(self) -> None:
-        if not self.commits:
-            return
         for (topic, partition), tracker in self.trackers.items():
             if tracker.committable is not None:
                 self.broker.committed[(self.group_id, topic, partition)] = tracker.committable
@@ -222,6 +216,39 @@ class MemoryConsumer(ConsumerTransport):
     def close(self) -> None:
         self.commit()
         self.broker.members.discard(self.group_id)
+
+
+class MemoryTail(Tail):
+    """Reads topic logs from their end (or beginning); keeps no position in the broker."""
+
+    def __init__(self, broker: MemoryBroker, topics: Sequence[str], from_beginning: bool) -> None:
+        self.broker = broker
+        with broker.changed:
+            self.positions: dict[StreamId, int] = {
+                (topic, partition): 0 if from_beginning else len(log)
+                for topic in topics for partition, log in enumerate(broker.logs[topic])}
+
+    def poll(self, max_messages: int, timeout: float) -> list[Delivery]:
+        deadline = time.monotonic() + timeout
+        with self.broker.changed:
+            while True:
+                found = self._take(max_messages)
+                remaining = deadline - time.monotonic()
+                if found or remaining <= 0:
+                    return found
+                self.broker.changed.wait(remaining)  # every append notifies
+
+    def _take(self, limit: int) -> list[Delivery]:
+        found: list[Delivery] = []
+        for (topic, partition), position in self.positions.items():
+            log = self.broker.records(topic, partition)
+            end = min(len(log), position + limit - len(found))
+            found += [_delivery(topic, partition, offset, log[offset]) for offset in range(position, end)]
+            self.positions[(topic, partition)] = end
+        return found
+
+    def close(self) -> None:
+        self.positions.clear()
 
 
 class MemoryDeadLetters(DeadLetterReader):
@@ -282,9 +309,8 @@ class MemoryTransport(Transport):
         return MemoryConsumer(self.broker, group.kafka.group_id, [*topics, *sorted(retry.values())], retry,
                               group.kafka.dlq_topic)
 
-    def open_tail(self, topics: Sequence[EventTopic], from_beginning: bool = False) -> MemoryConsumer:
-        return MemoryConsumer(self.broker, "", [t.topic for t in topics], {}, None, commit=False,
-                              from_end=not from_beginning)
+    def open_tail(self, topics: Sequence[EventTopic], from_beginning: bool = False) -> MemoryTail:
+        return MemoryTail(self.broker, [t.topic for t in topics], from_beginning)
 
     def open_dead_letters(self, group: ConsumerGroup) -> MemoryDeadLetters:
         return MemoryDeadLetters(self.broker, group)

@@ -4,7 +4,7 @@
 argument from `topo.core.desired` (`rabbit_exchanges`, `rabbit_queues`, `rabbit_bindings`),
 so a queue declared here is equivalent to one `topo apply` made and neither side gets a 406
 PRECONDITION_FAILED from the other. This AMQP path needs no management plugin: tests, the
-conformance suite and `RabbitMQTransport.provision` use it.
+conformance suite and `transport.provision` use it.
 
 What the transport relies on (see README, "The runtime on RabbitMQ"): work queues are quorum queues that
 dead-letter to the group's DLQ (delivery limit reached) through the default exchange; wait queues

@@ -11,7 +11,7 @@ of them and the others would only stand by. So the processes of a group agree on
   count, which is exact and immediate, unlike the management API's statistics) and takes the
   work queues `i` with `i % members == rank` (rank: position of its slot among the used ones).
 * A process that must give a queue away cancels its consumer only once the core finished its
-  work, and gives nothing back (see `RabbitMQConsumer._try_hand_over`): single-active-consumer
+  work, and gives nothing back (see `handover`): single-active-consumer
   activates the next process at the cancel, and RabbitMQ 3.10 would deliver anything returned
   to the queue after the ready messages, i.e. after newer messages of the same key.
 

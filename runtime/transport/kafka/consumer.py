@@ -1,0 +1,352 @@
+"""A member of a consumer group on Kafka.
+
+Cooperative-sticky group membership, manual offset management: an offset is committable once
+every offset before it in its partition is settled (`OffsetTracker`), and positions are committed
+asynchronously every `COMMIT_INTERVAL` and synchronously on revocation and close. Retry topics
+are consumed by the same consumer; a copy that is not yet due pauses its retry partition and
+seeks back to itself until `x-topo-retry-due-ms`. Exactly-once groups use a transactional
+producer and commit offsets with `send_offsets_to_transaction`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import operator
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from topo.core import headers as H
+from topo.core.model import ConsumerGroup, EventTopic, Topology
+from topo.runtime.transport.base import (
+    AssignmentListener,
+    ConsumeOptions,
+    ConsumerTransport,
+    Delivery,
+    StreamId,
+    TransportError,
+    Unsupported,
+)
+from topo.runtime.transport.kafka.config import PRODUCER_TUNING, client_config, deliveries_of, encode_headers
+from topo.runtime.transport.offsets import OffsetTracker
+
+log = logging.getLogger("topo.runtime.kafka")
+
+COMMIT_INTERVAL = 0.2  # seconds between asynchronous commits of settled offsets
+STREAM_OF = operator.attrgetter("source", "partition")
+OFFSET_OF = operator.attrgetter("offset")
+
+
+class KafkaConsumer(ConsumerTransport):
+    kind = "kafka"
+
+    def __init__(self, topology: Topology, group: ConsumerGroup, options: ConsumeOptions) -> None:
+        self.group = group
+        self.options = options
+        member = options.client_id or uuid.uuid4().hex[:8]
+        base = client_config(topology.kafka, f"topo-{group.name}-{member}")
+        self.consumer = Consumer({
+            **base,
+            "group.id": group.kafka.group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": options.start,
+            "partition.assignment.strategy": "cooperative-sticky",
+            "isolation.level": "read_committed",
+            # Bounded prefetch: a slow handler shows as lag, not memory. Once the local queue is
+            # over that bound librdkafka waits fetch.queue.backoff.ms (default 1 s) before it
+            # fetches again, however fast the queue drains: a stall per refill without this.
+            "queued.max.messages.kbytes": 16384,
+            "fetch.queue.backoff.ms": 10,
+            "session.timeout.ms": 10000,
+            "heartbeat.interval.ms": 1000,
+            "fetch.wait.max.ms": 100,
+        })
+        producer_config = {**base, **PRODUCER_TUNING, "linger.ms": 1}
+        self.transactional = options.exactly_once
+        if self.transactional:
+            prefix = group.kafka.transactional_id_prefix or group.kafka.group_id
+            producer_config["transactional.id"] = f"{prefix}-{member}"
+        self.producer = Producer(producer_config)
+        if self.transactional:
+            self.producer.init_transactions(30)
+            self.producer.begin_transaction()
+        self.retry_topics = {r.delay_seconds: r.name for r in group.kafka.retry_topics}
+        self.retry_names = frozenset(self.retry_topics.values())
+        self.topics = sorted({t for s in group.subscriptions for t in s.topics} | set(self.retry_names))
+        self.trackers: dict[StreamId, OffsetTracker] = {}
+        self.waiting: dict[StreamId, int] = {}  # retry partitions paused until this epoch ms
+        self.core_paused: set[StreamId] = set()
+        self.failed_copies: list[tuple[str, Delivery, dict[str, str]]] = []
+        self.listener: AssignmentListener | None = None
+        self.last_commit = time.monotonic()
+        self.dirty = False
+        self.closing = False
+
+    # -- group membership
+    def subscribe(self, listener: AssignmentListener) -> None:
+        self.listener = listener
+        self.consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_lost)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        consumer.incremental_assign(partitions)
+        streams = [(p.topic, p.partition) for p in partitions]
+        for stream in streams:
+            self.trackers[stream] = OffsetTracker()
+        if self.listener is not None:
+            self.listener.on_assigned(streams)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        streams = [(p.topic, p.partition) for p in partitions]
+        if self.listener is not None:
+            self.listener.on_revoked(streams)  # settles and calls commit()
+        self._forget(streams)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        streams = [(p.topic, p.partition) for p in partitions]
+        if self.listener is not None:
+            self.listener.on_lost(streams)
+        self._forget(streams)
+
+    def _forget(self, streams: Iterable[StreamId]) -> None:
+        for stream in streams:
+            self.trackers.pop(stream, None)
+            self.waiting.pop(stream, None)
+            self.core_paused.discard(stream)
+
+    def assignment(self) -> list[StreamId]:
+        return list(self.trackers)
+
+    # -- fetching
+    def poll(self, max_messages: int, timeout: float) -> list[Delivery]:
+        self.producer.poll(0)
+        if self.failed_copies:
+            copies, self.failed_copies = self.failed_copies, []
+            for destination, delivery, headers in copies:
+                self._copy(destination, delivery, headers)
+        if self.waiting:
+            self._resume_due()
+        if self.dirty and time.monotonic() - self.last_commit >= COMMIT_INTERVAL:
+            self._commit(asynchronous=True)
+        if max_messages <= 0 and len(self.core_paused) < len(self.trackers):
+            return []  # no room and not paused (yet): fetch nothing, keep the prefetch
+        # poll() returns as soon as one message is there (consume() would wait to fill a batch),
+        # then consume(..., 0) takes what is already fetched: low latency and batching.
+        first = self.consumer.poll(timeout)
+        if first is None:
+            return []
+        messages = [first]
+        if max_messages > 1:
+            messages += self.consumer.consume(max_messages - 1, 0)
+        if any(map(Message.error, messages)):
+            for message in messages:
+                error = message.error()
+                if error is not None:
+                    self._report(error)
+            messages = [m for m in messages if m.error() is None]
+        deliveries = deliveries_of(messages)
+        if self.retry_names:
+            deliveries = self._due_only(deliveries)
+        return self._track(deliveries)
+
+    def _due_only(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """Retry copies not due yet stay in the log: their partition is paused and seeks back to
+        the first of them, resuming when it is due (see `_resume_due`)."""
+        retry_names = self.retry_names
+        if not any(d.source in retry_names for d in deliveries):
+            return deliveries
+        kept: list[Delivery] = []
+        skipped: set[StreamId] = set()
+        now_ms = time.time() * 1000
+        for delivery in deliveries:
+            stream = (delivery.source, delivery.partition)
+            if stream in skipped:
+                continue
+            if delivery.source in retry_names:
+                due = int(delivery.headers.get(H.RETRY_DUE_MS, "0") or 0)
+                if due > now_ms:
+                    self._wait_until(stream, delivery.offset, due)
+                    skipped.add(stream)
+                    continue
+            kept.append(delivery)
+        return kept
+
+    def _track(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """Record the offsets handed out, per partition; drop deliveries of partitions revoked
+        meanwhile."""
+        trackers = self.trackers
+        runs = [(stream, list(run)) for stream, run in itertools.groupby(deliveries, STREAM_OF)]
+        if len(runs) == 1:  # one partition's run (common): no copy
+            tracker = trackers.get(runs[0][0])
+            if tracker is None:
+                return []
+            tracker.add_many(list(map(OFFSET_OF, deliveries)))
+            return deliveries
+        tracked: list[Delivery] = []
+        for stream, run in runs:
+            tracker = trackers.get(stream)
+            if tracker is not None:
+                tracker.add_many(list(map(OFFSET_OF, run)))
+                tracked += run
+        return tracked
+
+    def _report(self, error: KafkaError) -> None:
+        if error.code() != KafkaError._PARTITION_EOF:
+            if error.fatal():
+                raise TransportError(f"kafka consumer of group {self.group.name}: {error.str()}")
+            log.warning("kafka consumer of group %s: %s", self.group.name, error.str())
+
+    def _wait_until(self, stream: StreamId, offset: int, due_ms: int) -> None:
+        partition = TopicPartition(stream[0], stream[1], offset)
+        self.consumer.pause([partition])
+        self.consumer.seek(partition)
+        self.waiting[stream] = due_ms
+
+    def _resume_due(self) -> None:
+        now = time.time() * 1000
+        due = [s for s, at in self.waiting.items() if at <= now]
+        for stream in due:
+            del self.waiting[stream]
+        ready = [TopicPartition(t, p) for t, p in due if (t, p) not in self.core_paused and (t, p) in self.trackers]
+        if ready:
+            self.consumer.resume(ready)
+
+    # -- settling
+    def ack(self, deliveries: Iterable[Delivery]) -> None:
+        trackers = self.trackers
+        for stream, run in itertools.groupby(deliveries, STREAM_OF):  # acks come in runs per partition
+            tracker = trackers.get(stream)
+            if tracker is not None:
+                tracker.done_many(list(map(OFFSET_OF, run)))
+        self.dirty = True
+
+    def retry_later(self, delivery: Delivery, delay_seconds: float, headers: Mapping[str, str]) -> None:
+        destination = self.retry_topics.get(delay_seconds)
+        if destination is None:
+            raise Unsupported(f"group {self.group.name} has no retry topic for {delay_seconds}s "
+                              f"(retry topics: {sorted(self.retry_topics)})")
+        self._copy(destination, delivery, dict(headers))
+
+    def dead_letter(self, delivery: Delivery, headers: Mapping[str, str]) -> None:
+        self._copy(self.group.kafka.dlq_topic, delivery, dict(headers))
+
+    def _copy(self, destination: str, delivery: Delivery, headers: dict[str, str]) -> None:
+        merged = {**delivery.headers, **headers}
+
+        def confirmed(error: KafkaError | None, _message: Message) -> None:
+            if error is None:
+                self.ack((delivery,))
+            else:
+                log.error("kafka: copy of %s[%d]@%d to %s failed (%s); trying again", delivery.source,
+                          delivery.partition, delivery.offset, destination, error.str())
+                self.failed_copies.append((destination, delivery, headers))
+
+        key = None if delivery.key is None else delivery.key.encode()
+        while True:
+            try:
+                self.producer.produce(destination, delivery.body, key, headers=encode_headers(merged),
+                                      on_delivery=confirmed)
+                return
+            except BufferError:
+                self.producer.poll(0.1)
+
+    def release(self, deliveries: Iterable[Delivery]) -> None:
+        lowest: dict[StreamId, int] = {}
+        for delivery in deliveries:
+            stream = (delivery.source, delivery.partition)
+            lowest[stream] = min(lowest.get(stream, delivery.offset), delivery.offset)
+        for stream, offset in lowest.items():
+            tracker = self.trackers.get(stream)
+            if tracker is None or self.closing:
+                continue
+            tracker.forget_from(offset)
+            try:
+                self.consumer.seek(TopicPartition(stream[0], stream[1], offset))
+            except KafkaException as error:  # e.g. the partition is being revoked: nothing to redo
+                log.info("kafka: not seeking %s[%d] back to %d: %s", stream[0], stream[1], offset, error)
+
+    # -- flow control
+    def pause(self, streams: Iterable[StreamId]) -> None:
+        fresh = [s for s in streams if s not in self.core_paused]
+        self.core_paused.update(fresh)
+        partitions = [TopicPartition(t, p) for t, p in fresh if (t, p) in self.trackers]
+        if partitions:
+            self.consumer.pause(partitions)
+
+    def resume(self, streams: Iterable[StreamId]) -> None:
+        back = [s for s in streams if s in self.core_paused]
+        self.core_paused.difference_update(back)
+        partitions = [TopicPartition(t, p) for t, p in back if (t, p) not in self.waiting and (t, p) in self.trackers]
+        if partitions:
+            self.consumer.resume(partitions)
+
+    # -- committing
+    def commit(self) -> None:
+        remaining = self.producer.flush(30)  # copies confirmed -> their originals are acked
+        if remaining:
+            log.error("kafka: %d retry/dead-letter copies unconfirmed at commit; their originals stay uncommitted",
+                      remaining)
+        self._commit(asynchronous=False)
+
+    def _commit(self, asynchronous: bool) -> None:
+        offsets = []
+        for (topic, partition), tracker in self.trackers.items():
+            if tracker.committable is not None and tracker.committable != tracker.committed:
+                offsets.append(TopicPartition(topic, partition, tracker.committable))
+                tracker.committed = tracker.committable
+        self.last_commit = time.monotonic()
+        self.dirty = False
+        if not offsets:
+            if self.transactional and not asynchronous:
+                self._commit_transaction([])
+            return
+        if self.transactional:
+            self._commit_transaction(offsets)
+            return
+        try:
+            if asynchronous:
+                self.consumer.commit(offsets=offsets, asynchronous=True)
+            else:
+                self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as error:
+            log.warning("kafka: commit for group %s failed: %s", self.group.name, error)
+
+    def _commit_transaction(self, offsets: list[TopicPartition]) -> None:
+        try:
+            if offsets:
+                self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
+            self.producer.commit_transaction(30)
+        except KafkaException as error:
+            # Offsets and copies of this transaction are rolled back together; the events are
+            # redelivered after a restart, so stop rather than continue past them.
+            with contextlib.suppress(KafkaException):
+                self.producer.abort_transaction(30)
+            raise TransportError(f"kafka: transaction of group {self.group.name} failed: {error}") from None
+        if not self.closing:
+            self.producer.begin_transaction()
+
+    def publish(self, topic: EventTopic, key: str, body: bytes, headers: Mapping[str, str] | None = None) -> None:
+        while True:
+            try:
+                self.producer.produce(topic.topic, body, key.encode(), headers=encode_headers(headers or {}))
+                return
+            except BufferError:
+                self.producer.poll(0.1)
+
+    def close(self) -> None:
+        try:
+            self.commit()
+            self.closing = True
+            if self.transactional:
+                self._commit_transaction([])
+        finally:
+            self.closing = True
+            self.listener = None  # revocation during close needs no settling: all is committed
+            self.consumer.close()
+            self.producer.flush(10)
+

@@ -1,0 +1,276 @@
+"""Confirmed publishing to RabbitMQ on an I/O thread of its own.
+
+A pika `SelectConnection` runs on the publisher's thread. `publish` builds the message on the
+caller's thread and hands it over through a deque (one cross-thread wake-up per batch, not per
+message); the I/O thread publishes with `mandatory=True` in confirm mode and matches acks, nacks
+and `basic.return`s to messages by delivery tag. Reports are queued back and run on the caller's
+thread inside `publish`/`poll`/`flush`. The I/O thread also answers heartbeats, so an idle
+publisher stays connected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pika
+import pika.spec
+
+from topo.core.model import EventTopic
+from topo.runtime.transport.base import DeliveryCallback, DeliveryReport, PublisherTransport, TransportError
+from topo.runtime.transport.rabbitmq.connection import (
+    AMQP_ERRORS,
+    CHECK_URL,
+    CLOSED_LOOP_ERRORS,
+    CONNECT_TIMEOUT,
+    describe,
+    where,
+)
+from topo.runtime.transport.rabbitmq.messages import event_headers, message_properties, text_headers
+
+_counter = itertools.count(1)
+
+
+@dataclass(slots=True)
+class _Outgoing:
+    routing_key: str
+    key: str
+    body: bytes
+    properties: pika.BasicProperties
+    callback: DeliveryCallback | None
+    returned: str | None = None  # set by basic.return (unroutable), reported with the ack
+
+
+class RabbitMQPublisher(PublisherTransport):
+    """Asynchronous confirmed publishing on an I/O thread (see the module docstring)."""
+
+    def __init__(self, params: pika.URLParameters, exchange: str, key_header: str, *,
+                 max_unconfirmed: int, publish_timeout: float) -> None:
+        self._params = params
+        self._exchange = exchange
+        self._key_header = key_header
+        self._max_unconfirmed = max_unconfirmed
+        self._publish_timeout = publish_timeout
+        self._lock = threading.Lock()
+        self._reported = threading.Condition(self._lock)
+        self._pending: deque[_Outgoing] = deque()  # caller -> I/O thread
+        self._reports: deque[tuple[DeliveryReport, DeliveryCallback | None]] = deque()  # I/O -> caller
+        self._outstanding = 0  # published and not yet reported; touched by the caller only
+        self._wake_scheduled = False
+        self._failure: str | None = None
+        self._closing = False
+        # I/O thread state
+        self._unconfirmed: OrderedDict[int, _Outgoing] = OrderedDict()
+        self._tag = 0
+        self._connection: Any = None
+        self._channel: Any = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"topo-rabbitmq-publisher-{next(_counter)}",
+                                        daemon=True)
+        self._thread.start()
+        if not self._ready.wait(CONNECT_TIMEOUT):
+            self._failure = self._failure or f"no answer within {CONNECT_TIMEOUT:.0f}s"
+        if self._failure is not None:
+            self._stop_io()
+            raise TransportError(f"cannot open a publisher to {where(params)}: {self._failure}; {CHECK_URL}")
+
+    # ---- caller side
+
+    def publish(self, topic: EventTopic, key: str, body: bytes, headers: Mapping[str, str] | None = None,
+                on_delivery: DeliveryCallback | None = None) -> None:
+        self._enqueue(topic.routing_key, key, body, headers, on_delivery)
+
+    def send(self, destination: str, key: str | None, body: bytes, headers: Mapping[str, str] | None = None,
+             on_delivery: DeliveryCallback | None = None) -> None:
+        self._enqueue(destination, key, body, headers, on_delivery)
+
+    def _enqueue(self, routing_key: str, key: str | None, body: bytes, headers: Mapping[str, str] | None,
+                 on_delivery: DeliveryCallback | None) -> None:
+        if self._reports:
+            self._serve()
+        if self._outstanding >= self._max_unconfirmed:
+            self._wait_below_limit()
+        message = _Outgoing(routing_key, key or "", body,
+                            message_properties(event_headers(self._key_header, key, headers)), on_delivery)
+        with self._lock:
+            if self._failure is not None:
+                raise TransportError(f"publisher to {where(self._params)} is unusable: {self._failure}")
+            self._pending.append(message)
+            wake = not self._wake_scheduled
+            self._wake_scheduled = True
+        self._outstanding += 1
+        if wake:
+            self._connection.ioloop.add_callback_threadsafe(self._drain)
+
+    def _wait_below_limit(self) -> None:
+        deadline = time.monotonic() + self._publish_timeout
+        while True:
+            self._serve()
+            if self._outstanding < self._max_unconfirmed:
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TransportError(
+                    f"{self._outstanding} messages to {where(self._params)} still unconfirmed after "
+                    f"{self._publish_timeout:.0f}s (is the broker blocked by a resource alarm?)")
+            with self._lock:
+                if not self._reports:
+                    self._reported.wait(min(remaining, 0.1))
+
+    def _serve(self) -> int:
+        served = 0
+        while True:
+            try:
+                report, callback = self._reports.popleft()
+            except IndexError:
+                return served
+            self._outstanding -= 1
+            served += 1
+            if callback is not None:
+                callback(report)
+
+    def poll(self, timeout: float = 0.0) -> int:
+        served = self._serve()
+        if served == 0 and timeout > 0:
+            with self._lock:
+                if not self._reports:
+                    self._reported.wait(timeout)
+            served = self._serve()
+        return served
+
+    def flush(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while True:
+            self._serve()
+            remaining = deadline - time.monotonic()
+            if self._outstanding <= 0 or remaining <= 0:
+                return max(self._outstanding, 0)
+            with self._lock:
+                if not self._reports:
+                    self._reported.wait(min(remaining, 0.1))
+
+    def close(self, timeout: float = 10.0) -> None:
+        self.flush(timeout)
+        self._stop_io()
+        self._serve()  # reports of messages failed by the close itself
+
+    def _stop_io(self) -> None:
+        with self._lock:
+            self._closing = True
+        connection = self._connection
+        if connection is not None and self._thread.is_alive():
+            with contextlib.suppress(*CLOSED_LOOP_ERRORS):  # already stopping
+                connection.ioloop.add_callback_threadsafe(self._close_connection)
+        self._thread.join(CONNECT_TIMEOUT)
+
+    # ---- I/O thread
+
+    def _run(self) -> None:
+        try:
+            self._connection = pika.SelectConnection(
+                self._params, on_open_callback=self._on_open, on_open_error_callback=self._on_open_error,
+                on_close_callback=self._on_closed)
+            self._connection.ioloop.start()
+        except BaseException as error:  # report it to the caller's thread instead of dying silently
+            self._fail(describe(error))
+        finally:
+            self._fail("publisher closed")
+            self._ready.set()
+
+    def _on_open(self, connection: Any) -> None:
+        connection.channel(on_open_callback=self._on_channel_open)
+
+    def _on_channel_open(self, channel: Any) -> None:
+        self._channel = channel
+        channel.add_on_return_callback(self._on_return)
+        channel.add_on_close_callback(self._on_channel_closed)
+        channel.confirm_delivery(self._on_confirm, callback=lambda _frame: self._ready.set())
+
+    def _on_open_error(self, connection: Any, error: BaseException) -> None:
+        self._fail(describe(error))
+        self._ready.set()
+        connection.ioloop.stop()
+
+    def _on_closed(self, connection: Any, reason: BaseException) -> None:
+        self._fail("publisher closed" if self._closing else f"connection lost: {describe(reason)}")
+        connection.ioloop.stop()
+
+    def _on_channel_closed(self, channel: Any, reason: BaseException) -> None:
+        self._fail("publisher closed" if self._closing else f"channel closed by the broker: {describe(reason)}")
+        if self._connection is not None and self._connection.is_open:
+            self._connection.close()
+
+    def _close_connection(self) -> None:
+        connection = self._connection
+        if connection.is_open:
+            connection.close()
+        elif not connection.is_closing:
+            connection.ioloop.stop()
+
+    def _drain(self) -> None:
+        with self._lock:
+            batch = list(self._pending)
+            self._pending.clear()
+            self._wake_scheduled = False
+        channel = self._channel
+        for index, message in enumerate(batch):
+            try:
+                channel.basic_publish(self._exchange, message.routing_key, message.body, message.properties,
+                                      mandatory=True)
+            except AMQP_ERRORS as error:
+                # Not sent: report these (and everything unconfirmed) as failed.
+                with self._lock:
+                    self._pending.extendleft(reversed(batch[index:]))
+                self._fail(f"publish failed: {describe(error)}")
+                return
+            self._tag += 1
+            self._unconfirmed[self._tag] = message
+
+    def _on_return(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        key = text_headers(properties.headers).get(self._key_header, "")
+        for message in self._unconfirmed.values():
+            if message.returned is None and message.routing_key == method.routing_key and message.key == key:
+                message.returned = (f"unroutable: no queue bound for routing key {method.routing_key} on exchange "
+                                    f"{method.exchange!r} ({method.reply_code} {method.reply_text})")
+                return
+
+    def _on_confirm(self, frame: Any) -> None:
+        method = frame.method
+        acked = isinstance(method, pika.spec.Basic.Ack)
+        done: list[tuple[int, _Outgoing]] = []
+        if method.multiple:
+            while self._unconfirmed:
+                tag = next(iter(self._unconfirmed))
+                if tag > method.delivery_tag:
+                    break
+                done.append(self._unconfirmed.popitem(last=False))
+        else:
+            message = self._unconfirmed.pop(method.delivery_tag, None)
+            if message is not None:
+                done.append((method.delivery_tag, message))
+        reports = []
+        for _tag, message in done:
+            error = message.returned or (None if acked else "nack from broker: the message was not stored")
+            reports.append((DeliveryReport(message.routing_key, message.key, error), message.callback))
+        with self._lock:
+            self._reports.extend(reports)
+            self._reported.notify_all()
+
+    def _fail(self, reason: str) -> None:
+        """Report everything not yet confirmed as failed; later publishes raise. Any thread."""
+        with self._lock:
+            if self._failure is None:
+                self._failure = reason
+            failed = [*self._unconfirmed.values(), *self._pending]
+            self._unconfirmed.clear()
+            self._pending.clear()
+            error = f"not confirmed: {self._failure} (the message may or may not have been stored)"
+            self._reports.extend((DeliveryReport(m.routing_key, m.key, error), m.callback) for m in failed)
+            self._reported.notify_all()
+
