@@ -199,7 +199,7 @@ def parse_text(source: str, file: str) -> tuple[Document | None, list[Diagnostic
         return None, [_syntax_error(file, source, exc)]
     if root is None:
         return None, [Diagnostic("error", file, 1, 1, "the topology file is empty",
-                                 "start from the README's minimal topology: `version: 1`, `name:`, "
+                                 "start from the minimal topology in docs/topology.md: `version: 1`, `name:`, "
                                  "`chains:`, `events:`")]
     builder = _Builder(file, source)
     try:

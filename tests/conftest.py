@@ -1,6 +1,6 @@
 """Shared pytest fixtures: real Kafka, RabbitMQ and Prometheus (started by ``make brokers-up``).
 
-Fixture API (see README, "Brokers for development and tests"):
+Fixture API (see docs/development.md, "Tests"):
 
 * ``kafka_bootstrap`` (session) -> ``"127.0.0.1:9092"``; ``KAFKA_BOOTSTRAP_SERVERS`` overrides.
 * ``kafka_admin`` (session) -> ``confluent_kafka.admin.AdminClient``.

@@ -1,7 +1,7 @@
 """The lag monitor's Prometheus metrics: names follow kafka-lag-exporter where one applies.
 
 The collector exposes the latest snapshot only, so series of a group or stream that disappears
-vanish with it. Every name here is listed in the README ("Observability") and used by the generated
+vanish with it. Every name here is listed in docs/observability.md and used by the generated
 rules and dashboards (tests/observe checks both directions).
 """
 

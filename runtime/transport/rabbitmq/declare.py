@@ -6,7 +6,7 @@ so a queue declared here is equivalent to one `topo apply` made and neither side
 PRECONDITION_FAILED from the other. This AMQP path needs no management plugin: tests, the
 conformance suite and `transport.provision` use it.
 
-What the transport relies on (see README, "The runtime on RabbitMQ"): work queues are quorum queues that
+What the transport relies on (see docs/rabbitmq.md): work queues are quorum queues that
 dead-letter to the group's DLQ (delivery limit reached) through the default exchange; wait queues
 expire every message after the queue TTL (= the retry delay) and dead-letter it back to the group
 exchange, which re-hashes it on its `x-topo-key` header into the same work queue.

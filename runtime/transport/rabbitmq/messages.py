@@ -14,7 +14,7 @@ from topo.runtime.transport.base import Delivery, Headers, TransportError
 
 CONTENT_TYPE = "application/json"
 PERSISTENT = 2  # AMQP delivery_mode
-# Copied into the AMQP message_id when the core sets it (see README, "The runtime on RabbitMQ").
+# Copied into the AMQP message_id when the core sets it (see docs/rabbitmq.md).
 EVENT_ID_HEADER = "x-topo-event-id"
 # Broker-owned dead-lettering headers: the broker rewrites them, copies must not carry stale ones.
 BROKER_DEATH_HEADERS = ("x-death", "x-first-death-exchange", "x-first-death-queue", "x-first-death-reason",
