@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import requests
 
+from tests.support.waiting import wait_until
 from topo.core.model import Topology
 from topo.generator.emit import emit_all
 from topo.generator.resolve import resolve
@@ -85,17 +85,8 @@ def free_port() -> int:
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except (requests.RequestException, OSError) as exc:
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+    """`wait_until` for services that may not answer yet: connection errors count as "not yet"."""
+    return wait_until(predicate, timeout, what, interval=interval, ignore=(requests.RequestException, OSError))
 
 
 @dataclass

@@ -22,6 +22,7 @@ import requests
 import yaml
 
 from dev import brokers
+from tests.support.availability import unavailable
 from topo.core.model import Topology
 from topo.runtime.app import Runtime
 from topo.runtime.metrics import RuntimeMetrics
@@ -141,7 +142,7 @@ def rabbit_setup(request: pytest.FixtureRequest, name: str) -> tuple[dict[str, s
                                         pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     if not brokers.prometheus_binary():
-        pytest.skip("the prometheus binary is not installed: make brokers-up")
+        unavailable("Prometheus", "the prometheus binary is not installed")
     broker: str = request.param
     name = f"t-{uuid.uuid4().hex[:8]}"
     root = tmp_path_factory.mktemp(f"e2e-{broker}")

@@ -13,6 +13,7 @@ from typing import Any
 import pika
 import pytest
 
+from tests.support.waiting import wait_until
 from topo.core import headers as hdr
 from topo.core.model import ConsumerGroup, Topology
 from topo.generator.resolve import resolve
@@ -136,12 +137,13 @@ def env(rabbit_vhost: Any, unique_name: str) -> Iterator[Env]:
 
 def poll_until(consumer: ConsumerTransport | Tail, count: int, timeout: float = 10.0) -> list[Delivery]:
     """Poll (never longer than 0.1 s at a time) until `count` deliveries arrived or fail."""
-    deadline = time.monotonic() + timeout
     found: list[Delivery] = []
-    while len(found) < count:
-        if time.monotonic() > deadline:
-            pytest.fail(f"got {len(found)} of {count} deliveries within {timeout}s")
+
+    def enough() -> bool:
         found.extend(consumer.poll(count - len(found), 0.1))
+        return len(found) >= count
+
+    wait_until(enough, timeout, lambda: f"{count} deliveries (got {len(found)})", interval=0)
     return found
 
 
@@ -186,14 +188,15 @@ def test_many_publishes_are_confirmed_asynchronously(env: Env) -> None:
     publisher = env.publisher()
     topic = env.topology.event_topic("order.placed", 1)
     reports: list[DeliveryReport] = []
-    started = time.monotonic()
+    unconfirmed: list[int] = []  # published and not yet reported, after each publish
     for n in range(3000):
         publisher.publish(topic, f"k{n % 50}", b'{"n": %d}' % n, None, reports.append)
+        unconfirmed.append(n + 1 - len(reports))
     assert publisher.flush(30) == 0
-    elapsed = time.monotonic() - started
     assert len(reports) == 3000 and all(r.error is None for r in reports)
-    # One round trip per message takes ~0.6 ms on loopback (1.7k/s): async tracking is far faster.
-    assert elapsed < 3000 / 1700, f"{3000 / elapsed:.0f} msg/s"
+    # Waiting for each confirm would leave none outstanding after a publish returns; asynchronous
+    # tracking lets publishing run ahead of the broker's confirms (a count, not a speed).
+    assert max(unconfirmed) >= 10, f"at most {max(unconfirmed)} messages awaited their confirm at once"
 
 
 # --------------------------------------------------------------------------- consuming
@@ -249,9 +252,9 @@ def test_retry_later_comes_back_through_the_wait_queue_after_the_delay(env: Env)
     failure = {hdr.ATTEMPT: "1", hdr.GROUP: "workers", hdr.ERROR_CLASS: "ValueError"}
     sent = time.monotonic()
     consumer.retry_later(first, 1.0, failure)
-    [copy] = poll_until(consumer, 1, timeout=10)
+    [copy] = poll_until(consumer, 1, timeout=10)  # bounds the delay from above
     waited = time.monotonic() - sent
-    assert 0.9 <= waited < 5, waited
+    assert waited >= 0.95, f"the copy came back after {waited:.2f}s, before its 1 s delay"
     assert copy.body == first.body and copy.key == "alice"
     assert copy.stream == first.stream  # re-hashed on x-topo-key into the same work queue
     assert copy.topic == "order.placed.2"  # the original routing key, not the wait queue's name
@@ -342,16 +345,18 @@ def test_connection_loss_is_reported(env: Env, rabbitmq_management: Any) -> None
         found = api.get(f"/api/vhosts/{api.quote(env.topology.name)}/connections")
         return [c for c in found if "consumer workers" in c.get("client_properties", {}).get("connection_name", "")]
 
-    deadline = time.monotonic() + 10
-    while not our_connections():  # the management API lists connections with a short delay
-        assert time.monotonic() < deadline, "consumer connection never listed"
+    def listed() -> list[dict[str, Any]]:  # the management API lists connections with a short delay
         consumer.poll(1, 0.1)
-    for connection in our_connections():
+        return our_connections()
+
+    for connection in wait_until(listed, 10, "the consumer connection listed by the management API", interval=0):
         api.delete(f"/api/connections/{api.quote(connection['name'])}")
     with pytest.raises(TransportError, match="gone"):
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            consumer.poll(1, 0.1)
+        def reported() -> bool:
+            consumer.poll(1, 0.1)  # raises once the transport notices the loss
+            return False
+
+        wait_until(reported, 10, "the connection loss reported", interval=0)
     assert listener.lost == listener.assigned
     consumer.release([])  # releasing after loss is a no-op: the broker requeued everything
 
@@ -361,10 +366,17 @@ def test_wakeup_interrupts_a_blocked_poll(env: Env) -> None:
 
     consumer, _ = env.consumer()
     consumer.poll(1, 0.1)
-    threading.Timer(0.2, consumer.wakeup).start()
-    started = time.monotonic()
-    assert consumer.poll(1, 5.0) == []
-    assert time.monotonic() - started < 2
+    woken = threading.Event()
+
+    def wake() -> None:
+        woken.set()
+        consumer.wakeup()
+
+    threading.Timer(0.2, wake).start()
+    # A 60 s poll: only the wakeup ends it early (the test's own timeout would end it otherwise),
+    # so returning at all, empty, after the wakeup, shows it was interrupted.
+    assert consumer.poll(1, 60.0) == []
+    assert woken.is_set()
 
 
 def test_tail_sees_new_events_without_touching_group_queues(env: Env) -> None:
@@ -426,19 +438,26 @@ def test_a_second_member_takes_over_queues_without_reordering_keys(env: Env) -> 
         handled.extend((name, str(d.key), json.loads(d.body)["number"]) for d in batch)
         consumer.ack(batch)
 
-    while len(handled) < 100:
+    def first_alone() -> bool:
         step("first", first)
+        return len(handled) >= 100
+
+    wait_until(first_alone, 30, lambda: f"the first member to handle 100 (handled {len(handled)})", interval=0)
     second, second_listener = env.consumer("ledger", max_in_flight=20)
-    deadline = time.monotonic() + 30
-    while not first_listener.revoked:  # slow handling: the queue is handed over mid-stream
-        assert time.monotonic() < deadline, "the first member never handed a queue over"
-        step("first", first, 1)
-        step("second", second, 1)
-    deadline = time.monotonic() + 60
-    while len({n for _, _, n in handled}) < total:
-        assert time.monotonic() < deadline, f"handled {len(handled)} of {total}"
-        step("first", first)
-        step("second", second)
+
+    def both(most: int) -> Callable[[], bool]:
+        def stepped() -> bool:
+            step("first", first, most)
+            step("second", second, most)
+            return True
+
+        return stepped
+
+    slowly, quickly = both(1), both(50)
+    # Slow handling: the queue is handed over mid-stream.
+    wait_until(lambda: slowly() and first_listener.revoked, 30, "the first member to hand a queue over", interval=0)
+    wait_until(lambda: quickly() and len({n for _, _, n in handled}) >= total, 60,
+               lambda: f"every event handled (handled {len(handled)} of {total})", interval=0)
     assert {member for member, _, _ in handled} == {"first", "second"}
     assert first_listener.revoked and set(first_listener.revoked) <= set(second_listener.assigned)
     for key in keys:
@@ -448,10 +467,13 @@ def test_a_second_member_takes_over_queues_without_reordering_keys(env: Env) -> 
     assert sorted(first.assignment() + second.assignment()) == everything
 
     second.close()  # its slot is freed with its connection: the first member takes every queue again
-    deadline = time.monotonic() + 15
-    while first.assignment() != everything:
-        assert time.monotonic() < deadline, f"the first member kept only {first.assignment()}"
+
+    def first_takes_all() -> bool:
         step("first", first)
+        return first.assignment() == everything
+
+    wait_until(first_takes_all, 15, lambda: f"the first member to take every queue (has {first.assignment()})",
+               interval=0)
 
 
 def test_handler_threads_publish_through_the_loop_thread(env: Env) -> None:
@@ -476,11 +498,7 @@ def test_handler_threads_publish_through_the_loop_thread(env: Env) -> None:
 def test_release_brings_deliveries_back_in_their_original_order(env: Env) -> None:
     env.publish([order("alice", n) for n in range(6)])
     consumer, _ = env.consumer(max_in_flight=30)
-    deadline = time.monotonic() + 5
-    first: list[Delivery] = []
-    while len(first) < 2:  # the other four wait in the transport's buffer
-        assert time.monotonic() < deadline
-        first.extend(consumer.poll(2 - len(first), 0.1))
+    first = poll_until(consumer, 2, timeout=5)  # the other four wait in the transport's buffer
     consumer.release(first)
     again = poll_until(consumer, 6)
     assert [json.loads(d.body)["n"] for d in again] == [0, 1, 2, 3, 4, 5]
@@ -591,19 +609,18 @@ def test_a_hand_over_racing_new_messages_keeps_every_key_in_order(env: Env, held
     publish(200)
     handled: list[tuple[str, str, int]] = []  # (member, key, number) in handling order
     first = member("first", hold=5)
-    deadline = time.monotonic() + 30
-    while len(handled) < 190:  # drain both queues, five deliveries of each still unacked
-        assert time.monotonic() < deadline, f"the first member handled {len(handled)} of 190"
+    def drained() -> bool:  # both queues, five deliveries of each still unacked
         first.step()
+        return len(handled) >= 190
+
+    wait_until(drained, 30, lambda: f"the first member to handle 190 (handled {len(handled)})", interval=0)
     assert len(first.held) == 10
 
     # Events published while the hand-over is under way: a member that still received some
     # would give them back, behind the ones published after them.
     first.on_revoking = lambda: publish(100)
     second = member("second")
-    deadline = time.monotonic() + 30
-    while not first.revoked:
-        assert time.monotonic() < deadline, "the first member never handed a queue over"
+    def handed_over() -> bool:
         if handing_over(first) and first.hold:  # slow handlers end only once the hand-over started
             if held == "finished":
                 first.finish()
@@ -611,13 +628,17 @@ def test_a_hand_over_racing_new_messages_keeps_every_key_in_order(env: Env, held
                 first.give_back()
         first.step(1)
         second.step(1)
+        return bool(first.revoked)
+
+    wait_until(handed_over, 30, "the first member to hand a queue over", interval=0)
     assert first.held_at_revocation == [], "on_revoked came before the core settled the queue"
 
-    deadline = time.monotonic() + 30
-    while len(handled) < published:
-        assert time.monotonic() < deadline, f"handled {len(handled)} of {published}"
+    def all_handled() -> bool:
         first.step()
         second.step()
+        return len(handled) >= published
+
+    wait_until(all_handled, 30, lambda: f"every event handled (handled {len(handled)} of {published})", interval=0)
     assert {member for member, _, _ in handled} == {"first", "second"}
     for key in keys:
         numbers = [n for _, k, n in handled if k == key]
