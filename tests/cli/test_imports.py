@@ -32,3 +32,24 @@ def test_validate_and_generate_import_no_broker_client(tmp_path: Path, command: 
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
     if command[0] == "generate":
         assert (tmp_path / "generated" / "topology.json").is_file()
+
+
+HANDLER_MODULE = """import sys
+sys.stderr.write("imported handlers_here from the current folder\\n")
+raise SystemExit(7)  # proves the import; the group never starts
+"""
+
+
+@pytest.mark.parametrize("how", ["--import", "handler:"])
+def test_run_imports_handler_modules_from_the_current_folder(tmp_path: Path, how: str) -> None:
+    doc = small_doc("cwd", ("indexer",))
+    if how == "handler:":
+        doc["consumer_groups"]["indexer"]["handler"] = "handlers_here:on_event"
+    write_yaml(tmp_path / "topology.yaml", doc)
+    (tmp_path / "handlers_here.py").write_text(HANDLER_MODULE)
+    script = Path(sys.executable).parent / "topo"  # the console script: sys.path[0] is its folder, not the cwd
+    assert subprocess.run([str(script), "generate"], cwd=tmp_path, capture_output=True, timeout=120).returncode == 0
+    command = [str(script), "run", "--group", "indexer", *(["--import", "handlers_here"] if how == "--import" else [])]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 7, done.stderr
+    assert "imported handlers_here from the current folder" in done.stderr
