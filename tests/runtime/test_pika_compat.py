@@ -62,7 +62,7 @@ def deliver(channel: BlockingChannel, delivery_tag: int) -> None:
 
 
 def test_the_private_names_exist_with_the_signature_used() -> None:
-    connection, channel, _ = open_consuming_channel()
+    _, channel, _ = open_consuming_channel()
     assert isinstance(channel._impl, pika.channel.Channel)
     parameters = list(inspect.signature(pika.channel.Channel._rpc).parameters)
     assert parameters == ["self", "method", "callback", "acceptable_replies"]
