@@ -36,6 +36,7 @@ from topo.core.names import (
     CRASH_LOOP_ALLOWANCE,
     DEFAULT_ALERTS,
     DEFAULT_DEDUP_CAPACITY,
+    DEFAULT_DEDUP_STORE,
     DEFAULT_EVENT_VERSION,
     DEFAULT_KAFKA,
     DEFAULT_MAX_IN_FLIGHT,
@@ -281,7 +282,7 @@ def _resolve_group(topology: str, group_name: str, group_doc: Doc, defaults: Doc
         retry=retry,
         max_in_flight=int(group_doc.get("max_in_flight", defaults.get("max_in_flight", DEFAULT_MAX_IN_FLIGHT))),
         dedup=DedupSettings(
-            store=dedup_doc.get("store", "memory"),
+            store=dedup_doc.get("store", DEFAULT_DEDUP_STORE),
             capacity=int(dedup_doc.get("capacity", DEFAULT_DEDUP_CAPACITY)),
             path=dedup_doc.get("path"),
         ),

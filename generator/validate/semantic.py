@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from pydantic import StringConstraints, TypeAdapter
 
 from topo.core.durations import format_duration
-from topo.core.names import CHAIN_ID, DEFAULT_RETRY
+from topo.core.names import CHAIN_ID, DEFAULT_DEDUP_STORE, DEFAULT_RETRY
 from topo.generator.document import NodePath
 from topo.generator.emit.fieldtypes import python_name
 from topo.generator.resolve import resolve_retry
@@ -326,7 +326,7 @@ class SemanticChecker(Checker):
             for key, value in self.mapping(layer).items():
                 merged[key] = value
                 where[key] = (*layer, key)
-        store = merged.get("store", "memory")
+        store = merged.get("store", DEFAULT_DEDUP_STORE)
         if store == "sqlite" and "path" not in merged:
             self.error(where.get("store", layers[-1]), "the sqlite dedup store needs a `path`",
                        "add e.g. `path: \"${TOPO_STATE_DIR:-.topo-state}/<group>.sqlite\"`")
