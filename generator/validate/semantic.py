@@ -239,6 +239,8 @@ class SemanticChecker(Checker):
                            "cannot express (e.g. retention.ms -1: unlimited)", key=True)
 
 
+    # -- consumer groups --------------------------------------------------------------------------------
+
     def delivery_error_rabbit(self, path: NodePath) -> None:
         self.error(path, "exactly-once delivery is only available on Kafka (it relies on Kafka transactions); "
                    "broker.kind is rabbitmq",
