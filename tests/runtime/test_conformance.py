@@ -242,7 +242,8 @@ def test_an_ordered_key_waits_for_its_retry_while_other_keys_flow(make_bus: Call
 def test_exactly_once_group_commits_offsets_and_copies_in_transactions(make_bus: Callable[..., Bus],
                                                                        transport_kind: str) -> None:
     if transport_kind != "kafka":
-        pytest.skip("not applicable: exactly-once is Kafka's (transactions); other transports run such groups at-least-once")
+        pytest.skip("not applicable: exactly-once is Kafka's (transactions); "
+                    "other transports run such groups at-least-once")
     bus = make_bus(groups={"gamma": {"delivery": "exactly_once"}}, retry_initial="100ms")
     runtime = bus.runtime()
     for seq in range(50):
