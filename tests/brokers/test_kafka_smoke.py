@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.kafka
 
@@ -41,14 +42,15 @@ def _consumer(bootstrap: str, group: str, **extra: Any) -> Consumer:
 def _consume(consumer: Consumer, count: int, timeout: float = TIMEOUT) -> list[Message]:
     """Poll until ``count`` messages arrived (failing on a consumer error or after ``timeout``)."""
     received: list[Message] = []
-    deadline = time.monotonic() + timeout
-    while len(received) < count:
-        assert time.monotonic() < deadline, f"got {len(received)} of {count} messages in {timeout:.0f}s"
+
+    def enough() -> bool:
         msg = consumer.poll(0.5)
-        if msg is None:
-            continue
-        assert msg.error() is None, msg.error()
-        received.append(msg)
+        if msg is not None:
+            assert msg.error() is None, msg.error()
+            received.append(msg)
+        return len(received) >= count
+
+    wait_until(enough, timeout, lambda: f"{count} messages (got {len(received)})", interval=0)
     return received
 
 
@@ -114,11 +116,14 @@ def test_transactions_hide_aborted_records_from_read_committed(
 
     # Nothing else is coming: the consumer's position reached the end of the log (commit markers included).
     _low, high = committed.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
-    deadline = time.monotonic() + TIMEOUT
-    while committed.position([TopicPartition(topic, 0)])[0].offset < high:
-        assert time.monotonic() < deadline, "read_committed consumer did not reach the end of the log"
+    def at_the_end() -> bool:
+        if committed.position([TopicPartition(topic, 0)])[0].offset >= high:
+            return True
         extra = committed.poll(0.2)
         assert extra is None or extra.error() is not None, f"unexpected record {extra.value()!r}"
+        return False
+
+    wait_until(at_the_end, TIMEOUT, "the read_committed consumer to reach the end of the log", interval=0)
 
     uncommitted = closing(_consumer(kafka_bootstrap, f"{unique_name}-ru", **{"isolation.level": "read_uncommitted"}))
     uncommitted.assign([TopicPartition(topic, 0, 0)])
@@ -142,14 +147,16 @@ def test_consumer_group_rebalances_partitions_between_two_members(
         return {tp.partition for tp in consumer.assignment()}
 
     def poll_until(members: list[Consumer], done: Callable[[], bool], what: str) -> None:
-        deadline = time.monotonic() + TIMEOUT
-        while not done():
-            assert time.monotonic() < deadline, f"timed out waiting for {what}: " + ", ".join(
-                str(sorted(assigned(c))) for c in members
-            )
+        def polled() -> bool:
+            if done():
+                return True
             for consumer in members:
                 msg = consumer.poll(0.1)
                 assert msg is None or msg.error() is None, msg.error() if msg else None
+            return False
+
+        wait_until(polled, TIMEOUT, lambda: f"{what}: " + ", ".join(str(sorted(assigned(c))) for c in members),
+                   interval=0)
 
     first = closing(_consumer(kafka_bootstrap, group, **extra))
     first.subscribe([topic])

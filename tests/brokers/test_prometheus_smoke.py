@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.prometheus
 
@@ -63,13 +64,11 @@ def test_prometheus_scrapes_rabbitmq_and_fires_an_alert(
         rules_dir=rules_dir,
     )
 
-    deadline = time.monotonic() + 60
-    while True:
+    def firing_and_scraped() -> list[dict[str, Any]]:
         firing = [a for a in prom.alerts() if a["labels"]["alertname"] == "AlwaysFiring" and a["state"] == "firing"]
-        scraped = prom.query('rabbitmq_identity_info{job="rabbitmq"}')
-        if firing and scraped:
-            break
-        assert time.monotonic() < deadline, f"alerts {prom.alerts()}, rabbitmq series {scraped}"
-        time.sleep(0.5)
+        return firing if firing and prom.query('rabbitmq_identity_info{job="rabbitmq"}') else []
+
+    firing = wait_until(firing_and_scraped, 60, lambda: f"AlwaysFiring and rabbitmq series (alerts {prom.alerts()})",
+                        interval=0.5)
     assert firing[0]["labels"]["severity"] == "info"
     assert {group["name"] for group in prom.rules()} == {"smoke"}

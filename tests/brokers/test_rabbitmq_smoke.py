@@ -12,6 +12,8 @@ import pika.exceptions
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 
+from tests.support.waiting import wait_until
+
 pytestmark = pytest.mark.rabbitmq
 
 TIMEOUT = 30.0
@@ -118,10 +120,8 @@ def test_quorum_queue_dead_letters_after_delivery_limit(channel: BlockingChannel
 
 
 def _get_one(channel: BlockingChannel, queue: str) -> tuple[pika.spec.Basic.GetOk, pika.BasicProperties, bytes] | None:
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
+    def got() -> tuple[pika.spec.Basic.GetOk, pika.BasicProperties, bytes] | None:
         method, props, body = channel.basic_get(queue, auto_ack=True)
-        if method is not None:
-            return method, props, body
-        time.sleep(0.1)
-    return None
+        return (method, props, body) if method is not None else None
+
+    return wait_until(got, TIMEOUT, f"a message in {queue}")
