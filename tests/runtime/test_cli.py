@@ -45,6 +45,16 @@ def test_publish_validates_and_tail_shows_the_event(make_bus: Callable[..., Bus]
     assert line["event"]["event_id"] == receipt["event_id"]
     assert line["event"]["payload"] == {"chain_id": 138, "sender": "alice", "seq": 5, "note": None}
 
+    report = topo(bus, "publish", "tx.seen", "--chain", "1", "--payload", '{"sender": "bob", "seq": 1}', "--json")
+    assert report.exit_code == 0, report.output
+    delivered = json.loads(report.stdout)
+    declared = bus.topology.event_topic("tx.seen", 1)
+    assert (delivered["topic"], delivered["routing_key"]) == (declared.topic, declared.routing_key)
+    assert delivered["destination"] == (declared.topic if bus.kind == "kafka" else declared.routing_key)
+    assert delivered["event_id"] != receipt["event_id"] and delivered["key"] == "bob"
+    if bus.kind == "kafka":
+        assert isinstance(delivered["partition"], int) and delivered["offset"] >= 0
+
     invalid = topo(bus, "publish", "tx.seen", "--chain", "138", "--payload", '{"sender": "alice", "seq": -1}')
     assert invalid.exit_code != 0 and "invalid tx.seen payload" in invalid.output
     unknown_chain = topo(bus, "publish", "tx.seen", "--chain", "5", "--payload", '{"sender": "a", "seq": 1}')
