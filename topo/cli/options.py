@@ -30,6 +30,8 @@ ALL_BROKERS = "all"  # plan/apply only: both brokers (kept for compatibility wit
 TOPOLOGY_HELP = (f"topology.yaml (validated and compiled in memory) or a compiled topology.json. Default: "
                  f"${ENV_TOPOLOGY}, else ./{SOURCE} if it exists, else {COMPILED}.")
 
+SOURCE_HELP = f"The topology.yaml (also accepted as the argument FILE). Default: ${ENV_TOPOLOGY}, else ./{SOURCE}."
+
 
 class CliError(click.ClickException):
     """Printed as `error: MESSAGE` on stderr; exits with `exit_code` (a subclass sets another one)."""
@@ -54,20 +56,20 @@ def _with_default(ctx: click.Context, param: click.Parameter, value: Path | None
 
 def topology_option(resolve: bool = True) -> Callable[[F], F]:
     """`-t/--topology FILE` as `topology_path`; with resolve=False a missing option stays None
-    (validate/generate also accept the file as a positional argument)."""
+    (validate/generate read the YAML source, also given as a positional argument)."""
     return click.option("-t", "--topology", "topology_path", type=click.Path(dir_okay=False, path_type=Path),
                         default=None, callback=_with_default if resolve else None, metavar="FILE",
-                        help=TOPOLOGY_HELP)
+                        help=TOPOLOGY_HELP if resolve else SOURCE_HELP)
 
 
-def broker_option(multiple: bool = False) -> Callable[[F], F]:
+def broker_option(multiple: bool = False, default_help: str = "the topology's broker.kind") -> Callable[[F], F]:
     """`--broker kafka|rabbitmq` as `broker`; with multiple=True (plan/apply) a tuple `brokers`,
     repeatable, `all` accepted."""
     if multiple:
         return click.option("--broker", "brokers", type=click.Choice([*BROKERS, ALL_BROKERS]), multiple=True,
-                            help="Broker to act on (repeatable; `all`: both). Default: the topology's broker.kind.")
+                            help=f"Broker to act on (repeatable; `all`: both). Default: {default_help}.")
     return click.option("--broker", "broker", type=click.Choice(BROKERS), default=None,
-                        help="Broker to use. Default: the topology's broker.kind.")
+                        help=f"Broker to use. Default: {default_help}.")
 
 
 def group_option(multiple: bool = False) -> Callable[[F], F]:

@@ -29,7 +29,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def runtime_options(function: F) -> F:
     """-t/--topology, --generated and --broker, shared by every runtime command."""
-    return topology_option()(generated_option()(broker_option()(function)))
+    broker = broker_option(default_help="TOPO_BROKER, else the topology's broker.kind")
+    return topology_option()(generated_option()(broker(function)))
 
 
 def open_runtime(topology_path: Path, topology: Topology, generated_dir: Path | None, broker: str | None
