@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from topo.core.model import Topology
-from topo.runtime.runner import GroupRunner
 from topo.runtime.dedup import ProcessedStore, store_for
 from topo.runtime.events import EventClasses, load_topology
 from topo.runtime.handlers import Handler, HandlerRegistry
 from topo.runtime.metrics import RuntimeMetrics
 from topo.runtime.publisher import Publisher
+from topo.runtime.runner import GroupRunner
 from topo.runtime.transport import create
 from topo.runtime.transport.base import Transport
 
