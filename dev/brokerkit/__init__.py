@@ -1,0 +1,1 @@
+"""The parts of the dev broker manager (`dev/brokers.py`); standard library only."""
