@@ -41,7 +41,11 @@ class KafkaPaths:
 
     @classmethod
     def current(cls) -> KafkaPaths:
-        home = run_dir() / "kafka"
+        return cls.under(run_dir() / "kafka")
+
+    @classmethod
+    def under(cls, home: Path) -> KafkaPaths:
+        """The layout of a broker living in ``home`` (the dev broker's, or a test's own node)."""
         return cls(
             home=home,
             data=home / "data",
@@ -98,18 +102,14 @@ def _new_cluster_id() -> str:
             return value
 
 
-def _render_kafka_config(paths: KafkaPaths) -> None:
+def render_kafka_config(paths: KafkaPaths, port: int, controller_port: int, overlay: str = "") -> None:
+    """Write server.properties from the template; ``overlay`` lines come last, so they win."""
     template = string.Template((DEV_DIR / "kafka" / "server.properties.template").read_text())
-    paths.config.write_text(
-        template.substitute(
-            port=kafka_port(),
-            controller_port=kafka_controller_port(),
-            data_dir=str(paths.data),
-        )
-    )
+    text = template.substitute(port=port, controller_port=controller_port, data_dir=str(paths.data))
+    paths.config.write_text(text + overlay)
 
 
-def _kafka_java_argv(paths: KafkaPaths, main_class: str, *args: str, heap: str = KAFKA_HEAP) -> list[str]:
+def kafka_java_argv(paths: KafkaPaths, main_class: str, *args: str, heap: str = KAFKA_HEAP) -> list[str]:
     return [
         _java(),
         f"-Xms{heap}" if _size_mb(heap) <= 256 else "-Xms256m",
@@ -133,7 +133,7 @@ def _size_mb(size: str) -> float:
     return float(size[:-1]) * factors[unit] if unit in factors else float(size) / (1024 * 1024)
 
 
-def _format_kafka(paths: KafkaPaths) -> None:
+def format_kafka_storage(paths: KafkaPaths) -> None:
     if (paths.data / "meta.properties").exists():
         return
     paths.data.mkdir(parents=True, exist_ok=True)
@@ -141,7 +141,7 @@ def _format_kafka(paths: KafkaPaths) -> None:
         paths.cluster_id.write_text(_new_cluster_id() + "\n")
     cluster = paths.cluster_id.read_text().strip()
     log(f"formatting KRaft storage {paths.data} (cluster id {cluster})")
-    argv = _kafka_java_argv(
+    argv = kafka_java_argv(
         paths, "kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(paths.config), heap="256m"
     )
     run(argv, timeout=300)
@@ -172,9 +172,9 @@ def kafka_launch() -> int | None:
     ensure_kafka_jars(paths)
     for folder in (paths.home, paths.logs):
         folder.mkdir(parents=True, exist_ok=True)
-    _render_kafka_config(paths)
-    _format_kafka(paths)
-    argv = _kafka_java_argv(paths, "kafka.Kafka", str(paths.config))
+    render_kafka_config(paths, kafka_port(), kafka_controller_port())
+    format_kafka_storage(paths)
+    argv = kafka_java_argv(paths, "kafka.Kafka", str(paths.config))
     pid = spawn_detached(argv, paths.logs / "kafka.out", cwd=paths.home)
     paths.pid_file.write_text(f"{pid}\n")
     log(f"Kafka {KAFKA_VERSION}: started pid {pid} on 127.0.0.1:{kafka_port()}")

@@ -73,6 +73,40 @@ def stop_pid(pid: int, what: str, timeout: float = STOP_TIMEOUT) -> None:
         time.sleep(0.1)
 
 
+def group_members(pgid: int) -> list[int]:
+    """Live processes of process group ``pgid`` (a session that :func:`spawn_detached` started)."""
+    members = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(proc.name))
+    return members
+
+
+def stop_group(pgid: int, what: str, timeout: float = STOP_TIMEOUT) -> None:
+    """SIGTERM a whole process group we started (a wrapper script and its child), SIGKILL it after ``timeout``."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    killed = False
+    while True:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pgid, os.WNOHANG)  # reap the leader if it is our child
+        if not group_members(pgid):
+            return
+        if not killed and time.monotonic() > deadline:
+            log(f"{what} (process group {pgid}) did not stop within {timeout:.0f}s: SIGKILL")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+            killed = True
+        time.sleep(0.1)
+
+
 def spawn_detached(argv: Sequence[str], log_file: Path, cwd: Path, env: dict[str, str] | None = None) -> int:
     """Start a process in its own session, detached from our terminal, output appended to ``log_file``."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
