@@ -46,8 +46,8 @@ from topo.core.model import Topology
 from topo.generator.emit import emit_all
 from topo.generator.resolve import resolve
 from topo.runtime.app import Runtime
-from topo.runtime.consumer import GroupRunner
 from topo.runtime.process import tune_garbage_collector
+from topo.runtime.runner import GroupRunner
 from topo.runtime.transport.kafka import PRODUCER_TUNING
 
 PAYLOAD = {"token_address": "0x" + "1" * 40, "from_address": "0x" + "2" * 40, "to_address": "0x" + "3" * 40,

@@ -14,7 +14,7 @@ import pytest
 from topologies import Bus
 
 from topo.core import headers as H
-from topo.runtime.consumer import GroupRunner
+from topo.runtime.runner import GroupRunner
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -1,0 +1,361 @@
+"""The consume loop of one consumer group: broker-neutral, on top of a `ConsumerTransport`.
+
+Threads: one loop thread (the caller of `run`) talks to the transport: it polls, dispatches
+deliveries to workers (`topo.runtime.worker`), and settles their outcomes (`topo.runtime.settle`).
+`concurrency` worker threads run handlers; with concurrency 0 one worker runs them on the loop
+thread. A delivery goes to the worker chosen by its key, so events with one key run one at a time
+and in stream order. Ordered events retry in place on their worker; unordered events are retried
+through the transport's retry destinations.
+
+Settling (ack / retry_later / dead_letter / release) happens only on the loop thread, after the
+handler's outcome is known: at-least-once. In-flight work is bounded by `group.max_in_flight`:
+at that mark every stream is paused, and resumed once half of it has drained (hysteresis). The
+loop polls at least every POLL_INTERVAL_MAX, so the transport keeps its connection alive.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from topo.core.model import ConsumerGroup, Topology
+from topo.core.model import Delivery as DeliveryMode
+from topo.runtime.dedup import MemoryStore, ProcessedStore
+from topo.runtime.events import EventClasses
+from topo.runtime.handlers import BoundHandler
+from topo.runtime.handling import Handling, build_routes
+from topo.runtime.metrics import RuntimeMetrics
+from topo.runtime.settle import STREAM_OF, Settler
+from topo.runtime.transport.base import (
+    POLL_INTERVAL_MAX,
+    ConsumeOptions,
+    ConsumerTransport,
+    Delivery,
+    StreamId,
+    Transport,
+)
+from topo.runtime.worker import Handoff, Worker, WorkerThread
+
+log = logging.getLogger("topo.runtime")
+
+BUSY_POLL = 0.005  # poll timeout while handlers run: settles their outcomes promptly
+# Near max_in_flight the loop stops fetching; only if in-flight work stays above the low-water
+# mark this long are the streams paused, because pausing discards the client's prefetch (Kafka)
+# and a brief saturation is normal.
+PAUSE_AFTER = 1.0
+MAX_BATCH = 500  # deliveries taken per poll
+
+
+class GroupRunner:
+    """Runs one consumer group on a transport until stopped (see the module docstring)."""
+
+    def __init__(self, topology: Topology, group: ConsumerGroup, classes: EventClasses, transport: Transport,
+                 handlers: Mapping[str, BoundHandler], store: ProcessedStore | None = None,
+                 metrics: RuntimeMetrics | None = None, concurrency: int = 8, shutdown_timeout: float = 30.0,
+                 time_scale: float = 1.0, client_id: str = "", state: Any = None) -> None:
+        self.topology = topology
+        # Optional health state (topo.runtime.observe.health.RuntimeState): told about connection
+        # and assignment, so /readyz and /healthz answer for this runner.
+        self.state = state
+        self.group = group
+        self.classes = classes
+        self.transport = transport
+        self.store = store if store is not None else MemoryStore(group.dedup.capacity)
+        self.metrics = metrics
+        # 0: handlers run on the loop thread (no hand-off; for fast CPU-bound handlers on Kafka,
+        # where the client heartbeats in the background); N: N worker threads.
+        self.concurrency = max(0, concurrency)
+        self.shutdown_timeout = shutdown_timeout
+        self.time_scale = time_scale
+        self.client_id = client_id
+        self.handling = Handling(group, build_routes(group, classes, handlers, metrics), self.store, time_scale)
+        self.handoff = Handoff(self.stop)
+        self.settler = Settler(group.name, self.handoff.completions)
+        self.in_flight = 0
+        self.in_flight_by_stream: dict[StreamId, int] = {}
+        self.paused: set[StreamId] = set()
+        self.high_water = max(1, group.max_in_flight)
+        self.low_water = self.high_water // 2
+        self.refill = max(1, min(MAX_BATCH, self.high_water // 4))  # least room worth a fetch
+        self._stop = threading.Event()
+        self._consumer: ConsumerTransport | None = None
+        self._inline: Worker | None = None
+        self._threads: list[WorkerThread] = []
+        self._saturated_since: float | None = None
+        self.handled = 0  # settled deliveries (any outcome), for tests and `run_until`
+        if metrics is not None:
+            metrics.init_group(group)
+            self._in_flight_gauge = metrics.in_flight.labels(group.name)
+            self._paused_gauge = metrics.paused_partitions.labels(group.name)
+            self._progress_gauge = metrics.last_progress.labels(group.name)
+
+    @property
+    def generations(self) -> Mapping[StreamId, int]:
+        """The generation of each stream assigned so far (work of an older one is stale)."""
+        return self.handoff.generations
+
+    @property
+    def failure(self) -> BaseException | None:
+        """What crashed a worker thread (run() raises it after draining), or None."""
+        return self.handoff.failure
+
+    @property
+    def paused_streams(self) -> frozenset[StreamId]:
+        return frozenset(self.paused)
+
+    def _next_generation(self, streams: Iterable[StreamId]) -> None:
+        """Work dispatched for `streams` before now becomes stale. The map is replaced, never
+        changed in place: a batch keeps the map of its dispatch as its snapshot."""
+        generations = dict(self.handoff.generations)
+        for stream in streams:
+            generations[stream] = generations.get(stream, 0) + 1
+        self.handoff.generations = generations
+
+    # ------------------------------------------------------------------ AssignmentListener
+
+    def on_assigned(self, streams: Sequence[StreamId]) -> None:
+        known = self.handoff.generations
+        fresh = [stream for stream in streams if stream not in known]
+        if fresh:
+            # Revocation already moved the generation of a known stream on; work dispatched
+            # since stays valid.
+            self.handoff.generations = {**known, **dict.fromkeys(fresh, 0)}
+        for stream in streams:
+            self.in_flight_by_stream.setdefault(stream, 0)
+        if self.paused and self._consumer is not None:
+            self._consumer.pause(streams)  # newly assigned streams respect the current backpressure
+            self.paused.update(streams)
+        if self.state is not None and self._consumer is not None:
+            self.state.set_assignment(self.group.name, len(self._consumer.assignment()))
+        log.info("%s: assigned %s", self.group.name, ", ".join(f"{s}[{p}]" for s, p in streams))
+
+    def on_revoked(self, streams: Sequence[StreamId]) -> None:
+        self._give_up(streams, commit=True)
+        log.info("%s: revoked %s", self.group.name, ", ".join(f"{s}[{p}]" for s, p in streams))
+
+    def on_lost(self, streams: Sequence[StreamId]) -> None:
+        self._give_up(streams, commit=False)
+
+    def _give_up(self, streams: Sequence[StreamId], commit: bool) -> None:
+        """Revocation (commit=True): finish the work already dispatched for `streams`, in order,
+        up to the shutdown deadline, and release only what is left then: work given back would
+        come back behind newer messages on RabbitMQ (a requeued message loses its place). Lost
+        streams (commit=False) already belong to another consumer: release at once."""
+        pending = set(streams)
+
+        def busy() -> bool:
+            return any(self.in_flight_by_stream.get(s, 0) for s in pending)
+
+        if commit:
+            self._wait(busy, time.monotonic() + self.shutdown_timeout)
+        self._next_generation(streams)
+        self._poke_all()
+        self._wait(busy, time.monotonic() + max(1.0, BUSY_POLL * 10))
+        if commit and self._consumer is not None:
+            self._consumer.commit()
+        for stream in streams:
+            self.in_flight_by_stream.pop(stream, None)
+            self.paused.discard(stream)
+        if self.state is not None and self._consumer is not None:
+            self.state.set_assignment(self.group.name, max(0, len(self._consumer.assignment()) - len(streams)))
+
+    def _wait(self, busy: Callable[[], bool], deadline: float) -> None:
+        """Settle outcomes (and fire inline retries) until `busy()` is false or the deadline."""
+        completed = self.handoff.completed
+        while True:
+            self._settle()
+            if not busy() or time.monotonic() >= deadline:
+                return
+            self._fire_inline_retries()
+            completed.wait(BUSY_POLL)
+            completed.clear()
+
+    # ------------------------------------------------------------------ the loop
+
+    def stop(self) -> None:
+        """Ask the loop to drain and return (safe from signal handlers and other threads)."""
+        self._stop.set()
+        self.handoff.completed.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self, until: Callable[[], bool] | None = None, timeout: float | None = None) -> None:
+        """Consume until `stop()` (or `until()` is true, or `timeout` seconds), then drain:
+        stop fetching, finish the work already fetched within `shutdown_timeout`, settle,
+        commit, and leave the group."""
+        options = ConsumeOptions(max_in_flight=self.high_water,
+                                 exactly_once=self.group.delivery is DeliveryMode.EXACTLY_ONCE
+                                 and self.transport.supports_exactly_once,
+                                 client_id=self.client_id)
+        if self.group.delivery is DeliveryMode.EXACTLY_ONCE and not options.exactly_once:
+            log.warning("%s: delivery exactly_once needs Kafka transactions; on %s the group runs at-least-once "
+                        "with dedup (side effects written through context.transaction stay exactly-once)",
+                        self.group.name, self.transport.kind)
+        consumer = self._consumer = self.transport.open_consumer(self.group, options)
+        self._start_workers()
+        ends = None if timeout is None else time.monotonic() + timeout
+        try:
+            consumer.subscribe(self)
+            if self.state is not None:
+                self.state.set_connected(True)
+            while not self._stop.is_set():
+                if until is not None and until():
+                    break
+                if ends is not None and time.monotonic() > ends:
+                    break
+                self._iterate(consumer)
+            self._drain(consumer)
+            if self.failure is not None:
+                raise RuntimeError(f"consumer group {self.group.name}: a worker crashed") from self.failure
+        except Exception as error:
+            if self.state is not None:
+                self.state.fail(f"{type(error).__name__}: {error}")
+            raise
+        finally:
+            if self.state is not None:
+                self.state.clear_assignment(self.group.name)
+                self.state.set_connected(False)
+            for thread in self._threads:
+                thread.stop()
+            try:
+                consumer.close()
+            finally:
+                self._consumer = None
+
+    def _start_workers(self) -> None:
+        metrics = self.metrics is not None
+        if not self.concurrency:
+            self._inline = Worker(self.handling, self.handoff, metrics)
+            return
+        self._threads = [WorkerThread(f"topo-{self.group.name}-worker-{index}",
+                                      Worker(self.handling, self.handoff, metrics))
+                         for index in range(self.concurrency)]
+        for thread in self._threads:
+            thread.start()
+
+    def _poke_all(self) -> None:
+        """Have every worker release its stale (or, draining, all) parked work."""
+        if self._inline is not None:
+            self._inline.process(sweep=True)
+        for thread in self._threads:
+            thread.poke()
+
+    def _fire_inline_retries(self) -> None:
+        inline = self._inline
+        if inline is not None:
+            due = inline.next_due()
+            if due is not None and due <= time.monotonic():
+                inline.process()
+
+    def _iterate(self, consumer: ConsumerTransport) -> None:
+        self._fire_inline_retries()
+        progressed = self._settle()
+        completed = self.handoff.completed
+        room = self.high_water - self.in_flight
+        if self.in_flight <= self.low_water:
+            self._saturated_since = None
+        elif self._saturated_since is None:
+            self._saturated_since = time.monotonic()
+        if room < self.refill and self.in_flight:
+            # (Nearly) full: wait for a worthwhile amount of room rather than fetching crumbs,
+            # which would make the loop and the workers take turns per event. When in-flight
+            # work has stayed above the low-water mark for PAUSE_AFTER, pause every stream (the
+            # client then serves its connection without fetching) until it falls to low water.
+            if (not self.paused and self._saturated_since is not None
+                    and time.monotonic() - self._saturated_since >= PAUSE_AFTER):
+                self._pause_all(consumer)
+            completed.wait(BUSY_POLL)
+            completed.clear()
+            deliveries = consumer.poll(0, 0.0)  # serve the connection; nothing new is fetched
+        else:
+            if self.paused and self.in_flight <= self.low_water:
+                self._resume_all(consumer)
+            timeout = 0.0 if self.handoff.completions else (BUSY_POLL if self.in_flight else POLL_INTERVAL_MAX)
+            due = self._inline.next_due() if self._inline is not None else None
+            if due is not None:
+                timeout = min(timeout, max(0.0, due - time.monotonic()))
+            completed.clear()
+            deliveries = consumer.poll(min(room, MAX_BATCH), timeout)
+        if deliveries:
+            self._dispatch(deliveries)
+            progressed = True
+        if self.metrics is not None:
+            self._in_flight_gauge.set(self.in_flight)
+            if progressed:
+                self._progress_gauge.set(time.time())
+
+    def _dispatch(self, deliveries: list[Delivery]) -> None:
+        """Count `deliveries` in flight and hand them to the workers of their keys, in order."""
+        self.in_flight += len(deliveries)
+        by_stream = self.in_flight_by_stream
+        for stream, run in itertools.groupby(deliveries, STREAM_OF):  # runs per partition: no loop per event
+            by_stream[stream] = by_stream.get(stream, 0) + len(list(run))
+        generations = self.handoff.generations
+        if self._inline is not None:
+            self._inline.process(((deliveries, generations),))
+            return
+        threads = self._threads
+        count = len(threads)
+        if count == 1:
+            threads[0].submit((deliveries, generations))
+            return
+        batches: list[list[Delivery]] = [[] for _ in range(count)]
+        for delivery in deliveries:
+            key = delivery.key
+            batches[hash(key) % count if key is not None else delivery.offset % count].append(delivery)
+        for thread, batch in zip(threads, batches, strict=True):
+            if batch:
+                thread.submit((batch, generations))
+
+    def _settle(self) -> bool:
+        """Settle every finished piece of work on the transport; True if any was."""
+        if not self.handoff.completions:
+            return False
+        assert self._consumer is not None
+        settled = self.settler.settle(self._consumer, self.in_flight_by_stream)
+        self.in_flight -= settled
+        self.handled += settled
+        return True
+
+    def _pause_all(self, consumer: ConsumerTransport) -> None:
+        streams = [s for s in consumer.assignment() if s not in self.paused]
+        if streams:
+            consumer.pause(streams)
+            self.paused.update(streams)
+            if self.metrics is not None:
+                self._paused_gauge.set(len(self.paused))
+
+    def _resume_all(self, consumer: ConsumerTransport) -> None:
+        consumer.resume(list(self.paused))
+        self.paused.clear()
+        if self.metrics is not None:
+            self._paused_gauge.set(0)
+
+    def _drain(self, consumer: ConsumerTransport) -> None:
+        """Shutdown: no more fetching; finish the work already fetched (in-place retries
+        included) within the deadline; release what is left; commit."""
+        if consumer.assignment():
+            self._pause_all(consumer)
+        deadline = time.monotonic() + self.shutdown_timeout
+
+        def busy() -> bool:
+            fetched = consumer.poll(0, 0.0)  # serve the connection; anything still handed out is handled too
+            if fetched:
+                self._dispatch(fetched)
+            return self.in_flight > 0
+
+        self._wait(busy, deadline)
+        if self.in_flight > 0:
+            log.warning("%s: %d events unfinished after the %.0fs shutdown deadline; they will be redelivered",
+                        self.group.name, self.in_flight, self.shutdown_timeout)
+            self.handoff.draining = True
+            self._next_generation(list(self.handoff.generations))
+            self._poke_all()
+            self._wait(lambda: self.in_flight > 0, time.monotonic() + max(1.0, BUSY_POLL * 10))
+        consumer.commit()
