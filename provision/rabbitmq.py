@@ -79,7 +79,8 @@ class RabbitBroker:
     def _request(self, method: str, path: str, what: str, **kwargs: Any) -> requests.Response:
         url = f"{self.target.url}/api{path}"
         try:
-            response = self.session.request(method, url, timeout=TIMEOUT, **kwargs)
+            # verify per request: requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE override session.verify
+            response = self.session.request(method, url, timeout=TIMEOUT, verify=self.target.verify, **kwargs)
         except requests.RequestException as exc:
             raise RabbitProvisionError(f"{what}: cannot reach the RabbitMQ management API at {self.target.url} "
                                        f"({type(exc).__name__}); is RabbitMQ up and RABBITMQ_MANAGEMENT_URL "

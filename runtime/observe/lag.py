@@ -347,7 +347,9 @@ class RabbitLagReader:
         vhost = urllib.parse.quote(self.endpoint.vhost, safe="")
         url = f"{self.endpoint.url}/api/queues/{vhost}"
         try:
-            response = self.session.get(url, params={"columns": QUEUE_COLUMNS}, timeout=self.timeout)
+            # verify per request: requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE override session.verify
+            response = self.session.get(url, params={"columns": QUEUE_COLUMNS}, timeout=self.timeout,
+                                        verify=self.endpoint.verify)
             response.raise_for_status()
         except requests.RequestException as exc:
             raise LagError(f"RabbitMQ management API at {url}: {exc}; check that the node is up with the "
