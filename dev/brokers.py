@@ -14,6 +14,10 @@ Usage (from the repository root; standard library only, so any python3 >= 3.11 r
 * Prometheus: Debian's ``prometheus`` package (``promtool``); ``up`` only installs it.  Tests start
   servers on free ports with :func:`start_prometheus_server`.
 
+* TLS (tests only): ``dev/brokerkit/tls.py`` makes a private CA and a certificate for 127.0.0.1 with
+  ``openssl``; ``dev/brokerkit/tls_nodes.py`` starts a Kafka node with an SSL listener and a RabbitMQ
+  node with amqps and https management on ports and folders of their own (tests/brokers/test_tls.py).
+
 ``down`` stops only the processes that ``up`` started, by the pids it recorded.  Setting
 ``KAFKA_BOOTSTRAP_SERVERS`` or ``RABBITMQ_URL`` points everything at external brokers: ``up`` then
 only checks that they answer and starts nothing.
