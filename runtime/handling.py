@@ -97,7 +97,8 @@ Lane = tuple[StreamId, str | None]  # (stream, key): events of one lane run one 
 
 @dataclass(slots=True)
 class Work:
-    """A delivery that did not simply succeed on its first attempt (or came back as a retry copy)."""
+    """A delivery off the common path: its first attempt did not simply succeed, or it is a
+    retry copy, stale, unsubscribed, or waiting behind its key's parked event."""
 
     delivery: Delivery
     route: GroupRoute | None

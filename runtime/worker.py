@@ -1,9 +1,10 @@
-"""Workers: run `Handling.handle` for the deliveries of the keys hashed to them, in order.
+"""Workers: run the handler path for the deliveries of the keys hashed to them, in order.
 
 A worker takes batches of deliveries (one poll's worth for its keys) and runs each through the
-one handler path. Successes are collected in stream order and handed to the runner as one
-`Done` per batch (or every SETTLE_AFTER, so slow handlers free room as they go); any other
-outcome is handed over as its `Work`, after the successes before it. An ordered event that must
+one handler path, `Worker._handle` (decode → dedup → call → outcome). Successes are collected
+in stream order and handed to the runner as one `Done` per batch (or every SETTLE_AFTER, so
+slow handlers free room as they go); any other outcome is handed over as its `Work`, after the
+successes before it. An ordered event that must
 retry in place parks its lane (its key's later events wait behind it, in order) and the worker
 keeps serving the other keys; the retry fires from the worker's own timer.
 
@@ -85,16 +86,17 @@ class Worker:
             handoff.completed.set()
 
     def _handle(self, deliveries: Sequence[Delivery], generations: Mapping[StreamId, int],
-                retry: Work | None = None) -> bool:
+                pending: Work | None = None) -> bool:
         """The one handler path: decode → dedup → call → outcome, for each delivery in order.
 
-        A batch (`retry` None): a first attempt of a subscribed event whose lane is free runs
+        A batch (`pending` None): a first attempt of a subscribed event whose lane is free runs
         here without a `Work` (the common case; nothing is allocated for it but its envelope);
         a retry copy, a stale delivery or one behind a parked key goes to `_admit`, which comes
-        back here with its `Work` as `retry` (and `deliveries` its delivery alone), as does an
-        in-place retry when its timer fires. Successes are handed over in order as a `Done`;
-        any other outcome goes to `_place`, after the successes before it. Returns False when
-        the last delivery was parked for an in-place retry."""
+        back here with its `Work` as `pending` (and `deliveries` its delivery alone), as does a
+        parked event, or one waiting behind it, when its lane's timer fires. Successes are
+        handed over in order as a `Done`; any other outcome goes to `_place`, after the
+        successes before it. Returns False when the last delivery was parked for an in-place
+        retry."""
         handling, handoff = self.handling, self.handoff
         steps_of = handling.steps.get
         memory, store = handling.memory, handling.transactional
@@ -109,7 +111,7 @@ class Worker:
         attempt_header, original_header, settle_after = H.ATTEMPT, H.ORIGINAL_TOPIC, SETTLE_AFTER
         finished = True
         for delivery in deliveries:
-            if retry is None:
+            if pending is None:
                 headers = delivery.headers
                 steps = steps_of(delivery.topic)
                 if (steps is None
@@ -122,13 +124,13 @@ class Worker:
                     continue
                 route, decode, fast = steps
             else:
-                assert retry.route is not None  # _admit dead-letters unsubscribed deliveries
-                route = retry.route
+                assert pending.route is not None  # _admit dead-letters unsubscribed deliveries
+                route = pending.route
                 decode, fast = route.decode, route.fast
             try:
                 envelope = decode(delivery.body)
             except (ValidationError, ValueError) as error:
-                work = retry or handling.work(delivery, route, generations)
+                work = pending or handling.work(delivery, route, generations)
                 finished = self._divert(done, samples, handling.poison(work, error))
                 continue
             if store is None:
@@ -138,7 +140,7 @@ class Worker:
                 event_id = str(envelope.event_id)
                 duplicate = store.is_processed(event_id)
             if duplicate:
-                work = retry or handling.work(delivery, route, generations)
+                work = pending or handling.work(delivery, route, generations)
                 finished = self._divert(done, samples, outcome(work, Outcome.DUPLICATE))
                 continue
             if samples is not None:
@@ -148,16 +150,16 @@ class Worker:
                     if fast is not None:
                         fast(envelope)
                     else:
-                        route.handler.function(envelope, handling.context(delivery, route, retry, None))
+                        route.handler.function(envelope, handling.context(delivery, route, pending, None))
                     add(event_id, None)  # the window is trimmed once per `Done` (`_flush`)
                 else:
                     with store.processing(event_id) as transaction:
                         if fast is not None:
                             fast(envelope)
                         else:
-                            route.handler.function(envelope, handling.context(delivery, route, retry, transaction))
+                            route.handler.function(envelope, handling.context(delivery, route, pending, transaction))
             except Exception as error:
-                work = retry or handling.work(delivery, route, generations)
+                work = pending or handling.work(delivery, route, generations)
                 finished = self._divert(done, samples, handling.failed(work, route, envelope, error, started))
                 continue
             done.append(delivery)
