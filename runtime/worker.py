@@ -100,8 +100,12 @@ class Worker:
         handling, handoff = self.handling, self.handoff
         steps_of = handling.steps.get
         memory, store = handling.memory, handling.transactional
+        seen: Callable[[Any], bool]
         if memory is not None:
             seen, add = memory.seen, memory.add
+        else:
+            assert store is not None
+            seen = store.is_processed
         blocked = self.blocked
         current = generations is handoff.generations
         samples: list[Sample] | None = [] if self.metrics else None
@@ -110,8 +114,14 @@ class Worker:
         flushed = started = clock()
         attempt_header, original_header, settle_after = H.ATTEMPT, H.ORIGINAL_TOPIC, SETTLE_AFTER
         finished = True
+        # Branches put the common case (a first attempt, the in-memory store, a one-argument
+        # handler) in their `else`: it then runs without a jump over the other case.
         for delivery in deliveries:
-            if pending is None:
+            if pending is not None:
+                assert pending.route is not None  # _admit dead-letters unsubscribed deliveries
+                route = pending.route
+                decode, fast = route.decode, route.fast
+            else:
                 headers = delivery.headers
                 steps = steps_of(delivery.topic)
                 if (steps is None
@@ -123,41 +133,33 @@ class Worker:
                     self._admit(delivery, generations)
                     continue
                 route, decode, fast = steps
-            else:
-                assert pending.route is not None  # _admit dead-letters unsubscribed deliveries
-                route = pending.route
-                decode, fast = route.decode, route.fast
             try:
                 envelope = decode(delivery.body)
             except (ValidationError, ValueError) as error:
                 work = pending or handling.work(delivery, route, generations)
                 finished = self._divert(done, samples, handling.poison(work, error))
                 continue
-            if store is None:
-                event_id: Any = envelope.event_id.int
-                duplicate = seen(event_id)
-            else:
-                event_id = str(envelope.event_id)
-                duplicate = store.is_processed(event_id)
-            if duplicate:
+            # The in-memory store keys on the UUID's integer (hashed in C; formatting costs more).
+            event_id: Any = str(envelope.event_id) if store is not None else envelope.event_id.int
+            if seen(event_id):
                 work = pending or handling.work(delivery, route, generations)
                 finished = self._divert(done, samples, outcome(work, Outcome.DUPLICATE))
                 continue
             if samples is not None:
                 started = clock()
             try:
-                if store is None:
-                    if fast is not None:
-                        fast(envelope)
-                    else:
-                        route.handler.function(envelope, handling.context(delivery, route, pending, None))
-                    add(event_id, None)  # the window is trimmed once per `Done` (`_flush`)
-                else:
+                if store is not None:
                     with store.processing(event_id) as transaction:
-                        if fast is not None:
-                            fast(envelope)
-                        else:
+                        if fast is None:
                             route.handler.function(envelope, handling.context(delivery, route, pending, transaction))
+                        else:
+                            fast(envelope)
+                else:
+                    if fast is None:
+                        route.handler.function(envelope, handling.context(delivery, route, pending, None))
+                    else:
+                        fast(envelope)
+                    add(event_id, None)  # the window is trimmed once per `Done` (`_flush`)
             except Exception as error:
                 work = pending or handling.work(delivery, route, generations)
                 finished = self._divert(done, samples, handling.failed(work, route, envelope, error, started))
