@@ -3,7 +3,9 @@
 Dashboards are Grafana JSON (schemaVersion 39), built as data here and written with sorted keys,
 so the output is byte-identical for the same topology; panel ids follow panel order. Every
 panel has a PromQL query over names the runtime or the lag monitor exports, and a unit. Each
-dashboard has the variables `datasource` (any Prometheus), `chain` and `group`.
+dashboard has the variables `datasource` (any Prometheus), `chain` and `group`; every query
+filters on the fixed `topology="<name>"` label, so topologies sharing a Prometheus (and group
+names) never mix.
 """
 
 from __future__ import annotations
@@ -87,6 +89,10 @@ class DashboardBuilder:
         self.topology = topology
         self.kafka = topology.broker is BrokerKind.KAFKA
 
+    def m(self, **labels: str) -> str:
+        """Matchers of this topology's series: every runtime and monitor series has `topology`."""
+        return matcher(topology=self.topology.name, **labels)
+
     # ------------------------------------------------------------------ variables
 
     def variables(self, groups: tuple[ConsumerGroup, ...], fixed_group: bool) -> list[dict[str, Any]]:
@@ -119,7 +125,7 @@ class DashboardBuilder:
     # ------------------------------------------------------------------ panels
 
     def health(self, group: str) -> list[Panel]:
-        g = matcher(group=group)
+        g = self.m(group=group)
         return [
             Panel("Consumer groups without members", "stat", "none",
                   ((f"count({M.GROUP_MEMBERS}{g} == 0) or vector(0)", "down"),), width=5, height=4,
@@ -130,9 +136,10 @@ class DashboardBuilder:
             Panel("Slow groups", "stat", "none", ((f"sum({M.GROUP_SLOW}{g}) or vector(0)", "slow"),), width=5,
                   height=4, thresholds=(1,), description="Consuming, but lag never fell (lag monitor)."),
             Panel("Firing alerts", "stat", "none",
-                  (("count(ALERTS" + matcher(alertstate="firing", topology=self.topology.name, group=group)
+                  (("count(ALERTS" + self.m(alertstate="firing", group=group)
                     + ") or vector(0)", "alerts"),), width=5, height=4, thresholds=(1,)),
-            Panel("Lag monitor up", "stat", "bool_yes_no", ((f"min({M.MONITOR_UP})", "up"),), width=4, height=4),
+            Panel("Lag monitor up", "stat", "bool_yes_no", ((f"min({M.MONITOR_UP}{self.m()})", "up"),), width=4,
+                  height=4),
         ]
 
     def lag_panels(self, by: str, legend: str, group: str, group_alerts: ConsumerGroup | None,
@@ -140,11 +147,11 @@ class DashboardBuilder:
         events_threshold = (float(group_alerts.alerts.lag_events),) if group_alerts else ()
         seconds_threshold = (float(group_alerts.alerts.lag_seconds),) if group_alerts else ()
         if self.kafka:
-            sel = matcher(group=group, chain_id=CHAIN, event_type="!=")
+            sel = self.m(group=group, chain_id=CHAIN, event_type="!=")
             lag = f"sum by ({by}) ({M.KAFKA_GROUP_LAG}{sel})"
             seconds = f"max by ({by}) ({M.KAFKA_GROUP_LAG_SECONDS}{sel})"
         else:
-            sel = matcher(group=group, kind="events")
+            sel = self.m(group=group, kind="events")
             lag = f"sum by ({by}) ({M.RABBIT_QUEUE_LAG}{sel})"
             seconds = f"max by ({by}) ({M.RABBIT_QUEUE_LAG_SECONDS}{sel})"
         return [
@@ -155,7 +162,7 @@ class DashboardBuilder:
         ]
 
     def failure_panels(self, by: str, legend: str, group: str) -> list[Panel]:
-        sel = matcher(group=group, chain_id=CHAIN)
+        sel = self.m(group=group, chain_id=CHAIN)
         failed = f"sum by ({by}) (rate({total(FAILED)}{sel}[{RATE}]))"
         consumed = f"sum by ({by}) (rate({total(CONSUMED)}{sel}[{RATE}]))"
         return [
@@ -166,13 +173,13 @@ class DashboardBuilder:
                   ((f"sum by ({by}) (rate({total(RETRIED)}{sel}[{RATE}]))", f"{legend} retried"),
                    (f"sum by ({by}) (rate({total(DEAD_LETTERED)}{sel}[{RATE}]))", f"{legend} dead-lettered"))),
             Panel("Dead-letter queue size", "timeseries", "short",
-                  ((f"sum by (group) ({M.GROUP_DEAD_LETTERS}{matcher(group=group)})", "{{group}}"),),
+                  ((f"sum by (group) ({M.GROUP_DEAD_LETTERS}{self.m(group=group)})", "{{group}}"),),
                   description="Dead letters not yet replayed (lag monitor)."),
         ]
 
     def runtime_panels(self, by: str, legend: str, group: str) -> list[Panel]:
-        sel = matcher(group=group, chain_id=CHAIN)
-        g = matcher(group=group)
+        sel = self.m(group=group, chain_id=CHAIN)
+        g = self.m(group=group)
         return [
             Panel("End-to-end latency p99", "timeseries", "s",
                   ((f"histogram_quantile(0.99, sum by ({by}, le) (rate({LATENCY}_bucket{sel}[{RATE}])))", legend),),
@@ -189,7 +196,7 @@ class DashboardBuilder:
         ]
 
     def overview(self) -> dict[str, Any]:
-        chain = matcher(chain_id=CHAIN)
+        chain = self.m(chain_id=CHAIN)
         panels = [
             *self.health(GROUP),
             Panel("Events published per topic", "timeseries", "ops",
@@ -199,7 +206,7 @@ class DashboardBuilder:
                   ((f"sum by (event_type, chain_id) (rate({total(PUBLISH_FAILED)}{chain}[{RATE}]))",
                     "{{event_type}}.{{chain_id}}"),)),
             Panel("Events consumed per group", "timeseries", "ops",
-                  ((f"sum by (group) (rate({total(CONSUMED)}{matcher(group=GROUP, chain_id=CHAIN)}[{RATE}]))",
+                  ((f"sum by (group) (rate({total(CONSUMED)}{self.m(group=GROUP, chain_id=CHAIN)}[{RATE}]))",
                     "{{group}}"),)),
             *self.lag_panels("group", "{{group}}", GROUP, None),
             *self.failure_panels("group", "{{group}}", GROUP),
@@ -216,10 +223,10 @@ class DashboardBuilder:
         panels = [
             *self.health(name),
             Panel("Events consumed per event type", "timeseries", "ops",
-                  ((f"sum by ({by_event}) (rate({total(CONSUMED)}{matcher(group=name, chain_id=CHAIN)}[{RATE}]))",
+                  ((f"sum by ({by_event}) (rate({total(CONSUMED)}{self.m(group=name, chain_id=CHAIN)}[{RATE}]))",
                     legend_event),)),
             Panel("Members", "timeseries", "short",
-                  ((f"max by (group) ({M.GROUP_MEMBERS}{matcher(group=name)})", "{{group}}"),)),
+                  ((f"max by (group) ({M.GROUP_MEMBERS}{self.m(group=name)})", "{{group}}"),)),
             *self.lag_panels(by_event if self.kafka else "group", legend_event if self.kafka else "{{group}}",
                              name, group),
             *self.lag_panels(by_stream, legend_stream, name, group,

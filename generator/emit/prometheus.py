@@ -11,6 +11,9 @@ One rule group per consumer group, thresholds from the group's merged `alerts`:
   no progress over `stalled.for`, judged by the lag monitor), not progressing (a process has
   events in flight and finished none for `stalled.for`: what fails its /healthz), slow (Burrow).
 
+Every selector filters on `topology="<name>"` (the runtime and the monitor label every series
+with it), so the rules of two topologies sharing a Prometheus never read each other's series.
+
 Every alert gets a test that fires with its input just above the threshold and one that stays
 silent at the threshold. Inputs sit on a grid of `tick` seconds (the greatest common divisor
 of the durations involved), so windows hold samples exactly at both ends and the arithmetic in
@@ -120,6 +123,10 @@ class Builder:
     def ramp(self, start: float, step: float, until: float) -> str:
         return f"{num(start)}+{num(step)}x{self.steps(until)}"
 
+    def sel(self, metric: str, **labels: str) -> str:
+        """A selector of this topology's series: every runtime and monitor series has `topology`."""
+        return selector(metric, topology=self.topology.name, **labels)
+
     def at_tick(self, seconds: float) -> float:
         return math.ceil(seconds / self.tick - 1e-9) * self.tick
 
@@ -134,7 +141,7 @@ class Builder:
                         ) -> tuple[Case, ...]:
         """A gauge held at `above` (fires after `for`) or at `below` (silent)."""
         at = self.at_tick(for_seconds + self.tick)
-        sel = selector(metric, **metric_labels)
+        sel = self.sel(metric, **metric_labels)
         return (Case(f"{name} fires above its threshold", ((sel, self.constant(above, at)), *extra), at, True,
                      alert_labels),
                 Case(f"{name} is silent at its threshold", ((sel, self.constant(below, at)), *extra), at, False,
@@ -171,7 +178,7 @@ class Builder:
                 where = (f"{event} on chain {{{{ $labels.chain_id }}}} (topic {{{{ $labels.topic }}}})")
                 rules.append(self.rule(
                     "TopoConsumerLag",
-                    f"sum by ({by}) ({selector(M.KAFKA_GROUP_LAG, group=group.name, event_type=event)}) "
+                    f"sum by ({by}) ({self.sel(M.KAFKA_GROUP_LAG, group=group.name, event_type=event)}) "
                     f"> {num(a.lag_events)}",
                     a.lag_for_seconds, "warning",
                     f"Consumer group {group.name} is more than {a.lag_events} events behind on {where}",
@@ -181,7 +188,7 @@ class Builder:
                                          a.lag_events, a.lag_for_seconds, labels), **scope))
                 rules.append(self.rule(
                     "TopoConsumerLagSeconds",
-                    f"max by ({by}) ({selector(M.KAFKA_GROUP_LAG_SECONDS, group=group.name, event_type=event)}) "
+                    f"max by ({by}) ({self.sel(M.KAFKA_GROUP_LAG_SECONDS, group=group.name, event_type=event)}) "
                     f"> {num(a.lag_seconds)}",
                     a.lag_for_seconds, "warning",
                     f"Consumer group {group.name} has {event} events older than "
@@ -199,7 +206,7 @@ class Builder:
         scope = {"group": group.name}
         rules.append(self.rule(
             "TopoConsumerLag",
-            f"sum by (group) ({selector(M.RABBIT_QUEUE_LAG, group=group.name, kind='events')}) > {num(a.lag_events)}",
+            f"sum by (group) ({self.sel(M.RABBIT_QUEUE_LAG, group=group.name, kind='events')}) > {num(a.lag_events)}",
             a.lag_for_seconds, "warning",
             f"Consumer group {group.name} is more than {a.lag_events} events behind (queues {queues})",
             f"Ready + unacknowledged messages above {a.lag_events} for {format_duration(a.lag_for_seconds)}. "
@@ -208,7 +215,7 @@ class Builder:
                                  a.lag_for_seconds, labels), **scope))
         rules.append(self.rule(
             "TopoConsumerLagSeconds",
-            f"max by (group) ({selector(M.RABBIT_QUEUE_LAG_SECONDS, group=group.name, kind='events')}) "
+            f"max by (group) ({self.sel(M.RABBIT_QUEUE_LAG_SECONDS, group=group.name, kind='events')}) "
             f"> {num(a.lag_seconds)}",
             a.lag_for_seconds, "warning",
             f"Consumer group {group.name} has messages older than {format_duration(a.lag_seconds)} waiting "
@@ -235,10 +242,10 @@ class Builder:
         def counter(total: int) -> str:
             return f"0x{zeros} {total}x{self.steps(at)}"
 
-        sel = selector(metric, **series_labels)
+        sel = self.sel(metric, **series_labels)
         return self.rule(
             "TopoDeadLettered",
-            f"sum by ({by}) (increase({selector(metric, group=group.name, event_type=event)}"
+            f"sum by ({by}) (increase({self.sel(metric, group=group.name, event_type=event)}"
             f"[{format_duration(window)}])) > {a.dead_letter_events}",
             0, severity,
             f"Consumer group {group.name} dead-lettered {event} events on chain {{{{ $labels.chain_id }}}}",
@@ -257,8 +264,8 @@ class Builder:
         a = group.alerts
         window = format_duration(rate_window(group))
         by = "group, event_type, chain_id"
-        failed = f"rate({selector(FAILED + '_total', group=group.name, event_type=event)}[{window}])"
-        consumed = f"rate({selector(CONSUMED + '_total', group=group.name, event_type=event)}[{window}])"
+        failed = f"rate({self.sel(FAILED + '_total', group=group.name, event_type=event)}[{window}])"
+        consumed = f"rate({self.sel(CONSUMED + '_total', group=group.name, event_type=event)}[{window}])"
         expr = (f"sum by ({by}) ({failed}) / (sum by ({by}) ({failed}) + sum by ({by}) ({consumed})) "
                 f"> {num(a.error_rate_ratio)}")
         labels = {"group": group.name, "event_type": event, "chain_id": chain, **self.rule_labels("warning")}
@@ -266,8 +273,8 @@ class Builder:
         series_labels = {"group": group.name, "event_type": event, "chain_id": chain}
 
         def inputs(failures: int) -> tuple[Series, ...]:
-            return ((selector(FAILED + "_total", **series_labels), self.ramp(0, failures, at)),
-                    (selector(CONSUMED + "_total", **series_labels), self.ramp(0, ERROR_RATE_SCALE - failures, at)))
+            return ((self.sel(FAILED + "_total", **series_labels), self.ramp(0, failures, at)),
+                    (self.sel(CONSUMED + "_total", **series_labels), self.ramp(0, ERROR_RATE_SCALE - failures, at)))
 
         above = math.floor(a.error_rate_ratio * ERROR_RATE_SCALE) + 1
         below = math.ceil(a.error_rate_ratio * ERROR_RATE_SCALE) - 1
@@ -288,13 +295,13 @@ class Builder:
             tuple(cases), group=group.name, event_type=event)
 
     def progress_series(self, group: ConsumerGroup, until: float) -> Series:
-        return (selector(LAST_PROGRESS, group=group.name), self.ramp(0, self.tick, until))
+        return (self.sel(LAST_PROGRESS, group=group.name), self.ramp(0, self.tick, until))
 
     def down_rule(self, group: ConsumerGroup) -> Rule:
         a = group.alerts
-        members = selector(M.GROUP_MEMBERS, group=group.name)
+        members = self.sel(M.GROUP_MEMBERS, group=group.name)
         expr = (f"max by (group) ({members}) == 0 "
-                f"or absent({selector(LAST_PROGRESS, group=group.name)})")
+                f"or absent({self.sel(LAST_PROGRESS, group=group.name)})")
         labels = {"group": group.name, **self.rule_labels("critical")}
         at = self.at_tick(a.lag_for_seconds + self.tick)
         cases = (*self.threshold_cases(f"{group.name} down", {"group": group.name}, M.GROUP_MEMBERS, 0, 1,
@@ -312,7 +319,7 @@ class Builder:
         a = group.alerts
         labels = {"group": group.name, **self.rule_labels("critical")}
         return self.rule(
-            "TopoConsumerStalled", f"max by (group) ({selector(M.GROUP_STALLED, group=group.name)}) == 1", 0,
+            "TopoConsumerStalled", f"max by (group) ({self.sel(M.GROUP_STALLED, group=group.name)}) == 1", 0,
             "critical", f"Consumer group {group.name} is stalled",
             f"Events wait and the group's position has not moved for {format_duration(a.stalled_for_seconds)}. "
             + self.look_closer(group),
@@ -322,15 +329,15 @@ class Builder:
     def not_progressing_rule(self, group: ConsumerGroup) -> Rule:
         a = group.alerts
         limit = a.stalled_for_seconds
-        expr = (f"max by (group) (time() - {selector(LAST_PROGRESS, group=group.name)} > {num(limit)} "
-                f"and {selector(IN_FLIGHT, group=group.name)} > 0)")
+        expr = (f"max by (group) (time() - {self.sel(LAST_PROGRESS, group=group.name)} > {num(limit)} "
+                f"and {self.sel(IN_FLIGHT, group=group.name)} > 0)")
         labels = {"group": group.name, **self.rule_labels("critical")}
         at = self.at_tick(limit + 2 * self.tick)
-        in_flight = (selector(IN_FLIGHT, group=group.name), self.constant(1, at))
+        in_flight = (self.sel(IN_FLIGHT, group=group.name), self.constant(1, at))
 
         def progress(behind: float) -> Series:
             # At time t the gauge says t - behind: the last progress is `behind` seconds old.
-            return (selector(LAST_PROGRESS, group=group.name), self.ramp(-behind, self.tick, at))
+            return (self.sel(LAST_PROGRESS, group=group.name), self.ramp(-behind, self.tick, at))
 
         return self.rule(
             "TopoConsumerNotProgressing", expr, 0, "critical",
@@ -346,7 +353,7 @@ class Builder:
         a = group.alerts
         labels = {"group": group.name, **self.rule_labels("warning")}
         return self.rule(
-            "TopoSlowConsumer", f"max by (group) ({selector(M.GROUP_SLOW, group=group.name)}) == 1", 0, "warning",
+            "TopoSlowConsumer", f"max by (group) ({self.sel(M.GROUP_SLOW, group=group.name)}) == 1", 0, "warning",
             f"Consumer group {group.name} does not keep up",
             f"It consumes, but its lag has not fallen for {format_duration(a.lag_for_seconds)}: add consumers "
             f"(up to the partition count) or make the handler faster. " + self.look_closer(group),
@@ -356,8 +363,9 @@ class Builder:
     def monitor_rule(self) -> Rule:
         a = self.topology.alerts
         labels = self.rule_labels("warning")
+        up = self.sel(M.MONITOR_UP)
         return self.rule(
-            "TopoLagMonitorDown", f"{M.MONITOR_UP} == 0 or absent({M.MONITOR_UP})", a.lag_for_seconds, "warning",
+            "TopoLagMonitorDown", f"{up} == 0 or absent({up})", a.lag_for_seconds, "warning",
             f"The lag monitor of topology {self.topology.name} is down or cannot reach the broker",
             "Lag, stalled and slow-consumer alerts are blind until `topo monitor` polls again.",
             (*self.threshold_cases("lag monitor down", {}, M.MONITOR_UP, 0, 1, a.lag_for_seconds, labels),))
@@ -377,8 +385,8 @@ class Builder:
             progress = self.progress_series(group, case.eval_seconds)
             if group.name not in case.absent and progress[0] not in present:
                 extra.append(progress)
-        if M.MONITOR_UP not in present:
-            extra.append((M.MONITOR_UP, self.constant(1, case.eval_seconds)))
+        if self.sel(M.MONITOR_UP) not in present:
+            extra.append((self.sel(M.MONITOR_UP), self.constant(1, case.eval_seconds)))
         return (*case.series, *extra)
 
 
@@ -402,6 +410,7 @@ class Bucket:
     every instance of an alert name at an evaluation time, so the cases of one name share one
     check (same time), which lists the alerts of its firing cases: the silent ones must not fire."""
 
+    topology: str
     cases: list[tuple[Rule, Case]] = field(default_factory=list)
     series: dict[str, str] = field(default_factory=dict)
     evals: dict[str, float] = field(default_factory=dict)  # alert name -> its check's evaluation time
@@ -413,8 +422,8 @@ class Bucket:
         if any(s in self.series for s, _ in case.series):
             return False
         selectors = {s for s, _ in case.series}
-        needs_absent = [selector(LAST_PROGRESS, group=g) for g in case.absent]
-        blocked = [selector(LAST_PROGRESS, group=g) for g in self.absent]
+        needs_absent = [selector(LAST_PROGRESS, topology=self.topology, group=g) for g in case.absent]
+        blocked = [selector(LAST_PROGRESS, topology=self.topology, group=g) for g in self.absent]
         return not any(s in self.series or s in selectors for s in needs_absent + blocked)
 
     def add(self, rule: Rule, case: Case) -> None:
@@ -424,14 +433,14 @@ class Bucket:
         self.absent.update(case.absent)
 
 
-def pack(groups: list[tuple[str, list[Rule]]]) -> list[Bucket]:
+def pack(topology: str, groups: list[tuple[str, list[Rule]]]) -> list[Bucket]:
     buckets: list[Bucket] = []
     for _, rules in groups:
         for rule in rules:
             for case in rule.cases:
                 bucket = next((b for b in buckets if b.accepts(rule, case)), None)
                 if bucket is None:
-                    bucket = Bucket()
+                    bucket = Bucket(topology)
                     buckets.append(bucket)
                 bucket.add(rule, case)
     return buckets
@@ -457,7 +466,7 @@ def emit(topology: Topology) -> dict[str, str]:
     tick = format_duration(builder.tick)
     rules_text = render(RULES_TEMPLATE, topology=topology.name,
                         groups=[{"name": name, "rules": [_rule_view(r) for r in rules]} for name, rules in groups])
-    tests = [_bucket_view(builder, i, bucket, tick) for i, bucket in enumerate(pack(groups))]
+    tests = [_bucket_view(builder, i, bucket, tick) for i, bucket in enumerate(pack(topology.name, groups))]
     tests_text = render(TESTS_TEMPLATE, topology=topology.name, rule_file="rules.yml", interval=tick, tests=tests)
     return {RULES_PATH: rules_text, TESTS_PATH: tests_text}
 

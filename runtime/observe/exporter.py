@@ -1,5 +1,7 @@
 """The lag monitor's Prometheus metrics: names follow kafka-lag-exporter where one applies.
 
+Every series carries a `topology` label (the topology's name), as the runtime's do.
+
 The collector exposes the latest snapshot only, so series of a group or stream that disappears
 vanish with it. Every name here is listed in docs/observability.md and used by the generated
 rules and dashboards (tests/observe checks both directions).
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from functools import partial
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -39,8 +42,10 @@ from topo.core.metric_names import (
 from topo.runtime.observe.lag import KIND_EVENTS, Snapshot
 from topo.runtime.observe.status import GroupStatus
 
+TOPOLOGY_LABEL = "topology"
 KAFKA_STREAM_LABELS = ["group", "topic", "partition", "event_type", "chain_id"]
 RABBIT_STREAM_LABELS = ["group", "queue", "kind"]
+Rows = list[tuple[list[str], float]]
 
 
 class LagCollector(Collector):
@@ -75,18 +80,21 @@ class LagCollector(Collector):
         with self._lock:
             snapshot, statuses = self._snapshot, dict(self._statuses)
             up, poll_seconds, last_poll, errors = self._up, self._poll_seconds, self._last_poll, self._errors
+        name = self.topology_name
+        _gauge = partial(gauge, name)
         yield _gauge(MONITOR_UP, "1 when the last poll of the broker succeeded.", [], [([], up)])
         yield _gauge(MONITOR_POLL_SECONDS, "Duration of the last poll of the broker.", [], [([], poll_seconds)])
         yield _gauge(MONITOR_LAST_POLL, "Unix time of the last poll, successful or not.", [], [([], last_poll)])
-        errors_family = CounterMetricFamily(MONITOR_ERRORS, "Polls of the broker that failed.", labels=[])
-        errors_family.add_metric([], errors)
+        errors_family = CounterMetricFamily(MONITOR_ERRORS, "Polls of the broker that failed.",
+                                            labels=[TOPOLOGY_LABEL])
+        errors_family.add_metric([name], errors)
         yield errors_family
         if snapshot is None:
             return
         if snapshot.broker == "kafka":
-            yield from _kafka_families(snapshot)
+            yield from _kafka_families(name, snapshot)
         else:
-            yield from _rabbit_families(snapshot)
+            yield from _rabbit_families(name, snapshot)
         groups = [g.group for g in snapshot.groups]
         yield _gauge(GROUP_MEMBERS, "Members of the group (RabbitMQ: most consumers on one of its work queues).",
                      ["group"], [([g.group], g.members) for g in snapshot.groups])
@@ -98,16 +106,16 @@ class LagCollector(Collector):
                      ["group"], [([g], 1.0 if statuses.get(g) and statuses[g].stalled else 0.0) for g in groups])
 
 
-def _gauge(name: str, documentation: str, labels: list[str],
-           rows: list[tuple[list[str], float]]) -> GaugeMetricFamily:
-    family = GaugeMetricFamily(name, documentation, labels=labels)
+def gauge(topology: str, name: str, documentation: str, labels: list[str], rows: Rows) -> GaugeMetricFamily:
+    """A gauge family whose every sample has `topology` as its first label."""
+    family = GaugeMetricFamily(name, documentation, labels=[TOPOLOGY_LABEL, *labels])
     for values, value in rows:
-        family.add_metric(values, value)
+        family.add_metric([topology, *values], value)
     return family
 
 
-def _kafka_families(snapshot: Snapshot) -> Iterator[GaugeMetricFamily]:
-    Rows = list[tuple[list[str], float]]
+def _kafka_families(topology: str, snapshot: Snapshot) -> Iterator[GaugeMetricFamily]:
+    _gauge = partial(gauge, topology)
     lag: Rows = []
     seconds: Rows = []
     offset: Rows = []
@@ -152,8 +160,8 @@ def _kafka_families(snapshot: Snapshot) -> Iterator[GaugeMetricFamily]:
                  ["group", "topic", "event_type", "chain_id"], topic_sum)
 
 
-def _rabbit_families(snapshot: Snapshot) -> Iterator[GaugeMetricFamily]:
-    Rows = list[tuple[list[str], float]]
+def _rabbit_families(topology: str, snapshot: Snapshot) -> Iterator[GaugeMetricFamily]:
+    _gauge = partial(gauge, topology)
     lag: Rows = []
     seconds: Rows = []
     ready: Rows = []

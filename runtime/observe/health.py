@@ -90,8 +90,9 @@ class RuntimeState:
         if metrics is not None:
             now = self._clock()
             for group in self._groups:
-                in_flight = metrics.registry.get_sample_value(IN_FLIGHT, {"group": group}) or 0.0
-                last = metrics.registry.get_sample_value(LAST_PROGRESS, {"group": group})
+                series = {"topology": metrics.topology.name, "group": group}
+                in_flight = metrics.registry.get_sample_value(IN_FLIGHT, series) or 0.0
+                last = metrics.registry.get_sample_value(LAST_PROGRESS, series)
                 idle_for = now - last if last is not None else None
                 details[group] = {"in_flight": in_flight, "seconds_since_progress": idle_for}
                 limit = stall_after(group)

@@ -159,3 +159,12 @@ PROMQL_NAME = re.compile(r"\b((?:topo|kafka)_[a-zA-Z0-9_]+)")
 def names_in_expr(expr: str) -> set[str]:
     """Metric names of the topo exporters used in a PromQL expression."""
     return set(PROMQL_NAME.findall(expr))
+
+
+SERIES_SELECTOR = re.compile(r"\b((?:topo|kafka)_[a-zA-Z0-9_]+)(\{[^}]*\})?")
+
+
+def unfiltered_selectors(expr: str, topology: str) -> list[str]:
+    """Selectors of topo series in `expr` that do not filter on `topology="<topology>"`."""
+    wanted = f'topology="{topology}"'
+    return [match.group(0) for match in SERIES_SELECTOR.finditer(expr) if wanted not in (match.group(2) or "")]

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections import deque
 
 import requests
+from prometheus_client import CollectorRegistry
 
 from topo.core.model import Topology
 from topo.generator.resolve import resolve
 from topo.runtime.metrics import RuntimeMetrics
+from topo.runtime.observe.exporter import LagCollector
 from topo.runtime.observe.health import RuntimeState
 from topo.runtime.observe.lag import KIND_EVENTS, GroupLag, Snapshot, StreamLag, _PublishHistory
 from topo.runtime.observe.server import process_port, serve_runtime
@@ -68,6 +70,20 @@ def stream(position: int | None, lag: int) -> StreamLag:
 def snapshot(at: float, position: int | None, lag: int) -> Snapshot:
     group = GroupLag(GROUP, "kafka", "id", 1, "stable", (stream(position, lag),), 0, "dlq")
     return Snapshot(at, "kafka", (group,))
+
+
+def test_every_monitor_series_carries_the_topology_label() -> None:
+    collector = LagCollector("explorer")
+    registry = CollectorRegistry()
+    registry.register(collector)
+    collector.update(snapshot(1.0, 100, 5), ProgressTracker(small()).observe(snapshot(1.0, 100, 5)), 0.1)
+    samples = [sample for family in registry.collect() for sample in family.samples]
+    assert {sample.name for sample in samples} >= {"topo_lag_monitor_up", "kafka_consumergroup_group_lag",
+                                                    "topo_consumergroup_dead_letter_events"}
+    assert all(sample.labels.get("topology") == "explorer" for sample in samples)
+    lag = next(s for s in samples if s.name == "kafka_consumergroup_group_lag")
+    assert lag.labels == {"topology": "explorer", "group": GROUP, "topic": "t", "partition": "0",
+                          "event_type": "e", "chain_id": "1"} and lag.value == 5
 
 
 def test_stalled_needs_lag_and_no_progress_over_the_whole_window() -> None:

@@ -16,7 +16,7 @@ from topo.generator.resolve import resolve
 from topo.runtime.metrics import RuntimeMetrics
 from topo.runtime.observe.exporter import EXPORTED_NAMES
 
-from .support import REPO, names_in_expr, write_all
+from .support import REPO, names_in_expr, unfiltered_selectors, write_all
 
 ODD = {
     # Kafka, two chains, durations sharing only 5s, a three-decimal ratio, an exactly-once group.
@@ -136,3 +136,33 @@ def test_every_name_used_is_exported_by_runtime_or_monitor() -> None:
     for topology in topologies().values():
         missing = used_names(topology) - exported_by_runtime(topology) - EXPORTED_NAMES
         assert not missing, f"{topology.name}: used but exported by nobody: {sorted(missing)}"
+
+
+def test_every_selector_in_rules_and_panels_filters_on_the_topology() -> None:
+    """Two topologies (or two groups of the same name in two topologies) on one Prometheus never
+    read each other's series: every selector names `topology="<name>"`, and the alerts carry it."""
+    for topology in topologies().values():
+        rules: dict[str, Any] = yaml.safe_load(prometheus.emit(topology)[prometheus.RULES_PATH])
+        for group in rules["groups"]:
+            for rule in group["rules"]:
+                assert not unfiltered_selectors(rule["expr"], topology.name), rule["expr"]
+                assert rule["labels"]["topology"] == topology.name
+        for path, text in grafana.emit(topology).items():
+            if path.endswith(".json"):
+                for panel in yaml.safe_load(text)["panels"]:
+                    for target in panel["targets"]:
+                        assert not unfiltered_selectors(target["expr"], topology.name), (path, target["expr"])
+        tests: dict[str, Any] = yaml.safe_load(prometheus.emit(topology)[prometheus.TESTS_PATH])
+        for test in tests["tests"]:
+            for series in test["input_series"]:
+                assert not unfiltered_selectors(series["series"], topology.name), series["series"]
+
+
+def test_runtime_series_carry_the_topology_label() -> None:
+    for topology in topologies().values():
+        metrics = RuntimeMetrics(topology)
+        metrics.init_publisher()
+        for group in topology.groups:
+            metrics.init_group(group)
+        samples = [sample for family in metrics.registry.collect() for sample in family.samples]
+        assert samples and all(sample.labels["topology"] == topology.name for sample in samples)

@@ -303,23 +303,25 @@ def test_metrics_count_every_outcome(make_bus: Callable[..., Bus]) -> None:
     runtime.register("gamma", handle)
     runner = runtime.runner("gamma")
     runner.run(until=settled(runner, lambda: runner.handled >= 5), timeout=60)
+    scope = {"topology": bus.topology.name}  # every series carries its topology
 
     def value(name: str, **labels: str) -> float:
-        found = metrics.registry.get_sample_value(name, {"group": "gamma", "event_type": "token.moved",
+        found = metrics.registry.get_sample_value(name, {**scope, "group": "gamma", "event_type": "token.moved",
                                                          "chain_id": "1", **labels})
         return found or 0.0
 
     assert value("topo_events_published_total") == 0  # publisher labels carry no group
     assert metrics.registry.get_sample_value("topo_events_published_total",
-                                             {"event_type": "token.moved", "chain_id": "1"}) == 3
+                                             {**scope, "event_type": "token.moved", "chain_id": "1"}) == 3
     assert value("topo_events_consumed_total") == 2
     assert value("topo_events_duplicates_total") == 1
     assert value("topo_events_failed_total") == 1
     assert value("topo_events_retried_total") == 1
     assert value("topo_events_dead_lettered_total", reason="poison") == 1
     assert value("topo_handler_duration_seconds_count") == 3
-    assert metrics.registry.get_sample_value("topo_in_flight_events", {"group": "gamma"}) == 0
-    assert (metrics.registry.get_sample_value("topo_consumer_last_progress_timestamp_seconds", {"group": "gamma"})
+    assert metrics.registry.get_sample_value("topo_in_flight_events", {**scope, "group": "gamma"}) == 0
+    assert (metrics.registry.get_sample_value("topo_consumer_last_progress_timestamp_seconds",
+                                             {**scope, "group": "gamma"})
             or 0) > time.time() - 60
 
 
