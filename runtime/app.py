@@ -7,12 +7,17 @@
     def on_block(event: BlockNewEvent) -> None: ...
 
     app.runner("analytics").run()      # until stop() / SIGTERM (see topo run)
+
+`topo run` builds its own Runtime. A module it imports with `--import` registers handlers on a
+Runtime (or a bare `HandlerRegistry`) of its own; `topo run` adopts them from every such object
+the module holds at its top level (`Runtime.adopt`), so the decorator above works unchanged.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from topo.core.model import Topology
@@ -68,6 +73,14 @@ class Runtime:
         self.topology.group(group)
         self.registry.register(group, function, event)
 
+    def adopt(self, source: ModuleType | Runtime | HandlerRegistry) -> int:
+        """Take over the handlers registered on `source`: a Runtime, a HandlerRegistry, or a module's
+        top-level ones (`registries_in`); how many registrations were adopted."""
+        if isinstance(source, ModuleType):
+            return sum(self.adopt(registry) for registry in registries_in(source))
+        registry = source.registry if isinstance(source, Runtime) else source
+        return 0 if registry is self.registry else self.registry.update(registry)
+
     def publisher(self) -> Publisher:
         """The process's publisher (created on first use; thread-safe)."""
         if self._publisher is None:
@@ -91,3 +104,13 @@ class Runtime:
             self._publisher.close()
             self._publisher = None
         self.transport.close()
+
+
+def registries_in(module: ModuleType) -> list[HandlerRegistry]:
+    """The handler registries of the Runtime and HandlerRegistry objects `module` holds at its top level."""
+    found: list[HandlerRegistry] = []
+    for value in vars(module).values():
+        registry = value.registry if isinstance(value, Runtime) else value
+        if isinstance(registry, HandlerRegistry) and all(registry is not seen for seen in found):
+            found.append(registry)
+    return found

@@ -3,7 +3,9 @@
 A handler is a function `handler(event)` or `handler(event, context)` (plain or `async def`);
 `event` is the typed envelope (e.g. `BlockNewEvent`, with `.payload` a `BlockNew`). It succeeds
 by returning and fails by raising. Handlers are named in topology.yaml as `module:function` (per group, or per
-subscription) or registered in Python with `HandlerRegistry.handler(group, event=None)`.
+subscription) or registered in Python with `HandlerRegistry.handler(group, event=None)` (also
+`Runtime.handler`). `topo run --import MODULE` adopts the registrations of every `Runtime` and
+`HandlerRegistry` MODULE holds at its top level (`topo.runtime.app.registries_in`).
 """
 
 from __future__ import annotations
@@ -104,6 +106,14 @@ class HandlerRegistry:
 
     def register(self, group: str, function: Handler, event: str | None = None) -> None:
         self._handlers[(group, event)] = function
+
+    def update(self, other: HandlerRegistry) -> int:
+        """Adopt `other`'s registrations (they replace this registry's at the same place); how many."""
+        self._handlers.update(other._handlers)
+        return len(other._handlers)
+
+    def __len__(self) -> int:
+        return len(self._handlers)
 
     def handler(self, group: str, event: str | None = None) -> Callable[[Handler], Handler]:
         """Decorator: `@registry.handler("analytics", "block.new")` (event None: group default)."""

@@ -61,7 +61,8 @@ def import_from_current_directory() -> None:
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
               help="Serve /metrics, /healthz and /readyz on this port (0: any free port).")
 @click.option("--import", "imports", multiple=True, metavar="MODULE",
-              help="Import MODULE first (repeatable): handlers it registers with a Runtime decorator apply.")
+              help="Import MODULE first (repeatable) and run the handlers registered on its top-level "
+                   "Runtime or HandlerRegistry objects (`@app.handler(group, event)`).")
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder of SQLite dedup stores without an explicit path (default: TOPO_STATE_DIR or .topo-state).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
@@ -83,8 +84,10 @@ def run(group_name: str, topology_path: Path, generated_dir: Path | None, broker
     runtime = open_runtime(topology_path, topology, generated_dir, broker)
     runtime.state_dir = state_dir
     import_from_current_directory()
-    for module in imports:
-        importlib.import_module(module)
+    for module in imports:  # its top-level Runtime / HandlerRegistry objects hold what it registered
+        if not runtime.adopt(importlib.import_module(module)):
+            logging.getLogger("topo.runtime").warning(
+                "--import %s: no handler registered on a Runtime or HandlerRegistry at its top level", module)
     metrics = state = server = None
     if metrics_port is not None:
         from topo.runtime.observe.health import RuntimeState

@@ -1,0 +1,1 @@
+"""Examples for the reference topology: its handlers (`explorer_handlers`) and `make demo` (`demo`)."""
