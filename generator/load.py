@@ -6,10 +6,12 @@ other; `topo generate`, `topo validate` and every command that reads a topology.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
+from pathlib import Path
 
-from topo.core.model import Topology
+from topo.core.model import SourceFile, Topology
 from topo.generator.diagnostics import Diagnostic, TopologyError, has_errors, ordered
 from topo.generator.parse import parse
 from topo.generator.resolve import resolve
@@ -31,7 +33,14 @@ def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None
         return None, [*diagnostics, Diagnostic(
             "error", document.file, 0, 0, f"internal error while resolving the topology: {exc!r}",
             "this is a bug in topo's validator (it accepted what the resolver cannot handle); please report it")]
-    return topology, diagnostics
+    return topology.model_copy(update={"source": source_file(path)}), diagnostics
+
+
+def source_file(path: str | os.PathLike[str]) -> SourceFile:
+    """The record of `path` in the compiled topology: its name (output must not depend on where
+    the repository is) and the hash a stale-output check compares."""
+    file = Path(path)
+    return SourceFile(file=file.name, sha256=hashlib.sha256(file.read_bytes()).hexdigest())
 
 
 def load_topology(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Topology:

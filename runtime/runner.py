@@ -15,6 +15,7 @@ loop polls at least every POLL_INTERVAL_MAX, so the transport keeps its connecti
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import logging
 import threading
@@ -48,6 +49,24 @@ BUSY_POLL = 0.005  # poll timeout while handlers run: settles their outcomes pro
 # and a brief saturation is normal.
 PAUSE_AFTER = 1.0
 MAX_BATCH = 500  # deliveries taken per poll
+
+
+class UntilTimeout(TimeoutError):
+    """`GroupRunner.run(until=..., timeout=...)` reached its timeout with `until()` still false:
+    a test waiting for its handlers fails here, naming the condition and what was handled."""
+
+
+def describe_condition(until: Callable[[], bool]) -> str:
+    """`until` as its source line and place (a lambda has no useful name), else its name."""
+    code = getattr(until, "__code__", None)
+    name = getattr(until, "__qualname__", repr(until))
+    if code is None:
+        return name
+    try:
+        source = " ".join(inspect.getsource(until).split())
+    except (OSError, TypeError):
+        source = name
+    return f"`{source}` ({code.co_filename}:{code.co_firstlineno})"
 
 
 class GroupRunner:
@@ -186,9 +205,11 @@ class GroupRunner:
         return self._stop.is_set()
 
     def run(self, until: Callable[[], bool] | None = None, timeout: float | None = None) -> None:
-        """Consume until `stop()` (or `until()` is true, or `timeout` seconds), then drain:
+        """Consume until `stop()`, `until()` is true or `timeout` seconds passed, then drain:
         stop fetching, finish the work already fetched within `shutdown_timeout`, settle,
-        commit, and leave the group."""
+        commit, and leave the group. With both `until` and `timeout`, reaching the timeout with
+        `until()` still false raises `UntilTimeout` (after the drain); `timeout` alone is a
+        duration, not a failure."""
         options = ConsumeOptions(max_in_flight=self.high_water,
                                  exactly_once=self.group.delivery is DeliveryMode.EXACTLY_ONCE
                                  and self.transport.supports_exactly_once,
@@ -204,15 +225,22 @@ class GroupRunner:
             consumer.subscribe(self)
             if self.state is not None:
                 self.state.set_connected(True)
+            timed_out = False
             while not self._stop.is_set():
                 if until is not None and until():
                     break
                 if ends is not None and time.monotonic() > ends:
+                    timed_out = until is not None and not until()
                     break
                 self._iterate(consumer)
             self._drain(consumer)
             if self.failure is not None:
                 raise RuntimeError(f"consumer group {self.group.name}: a worker crashed") from self.failure
+            if timed_out:
+                assert until is not None and timeout is not None
+                raise UntilTimeout(f"consumer group {self.group.name}: {describe_condition(until)} still false "
+                                   f"after {timeout:g}s ({self.handled} deliveries settled, "
+                                   f"{self.in_flight} in flight)")
         except Exception as error:
             if self.state is not None:
                 self.state.fail(f"{type(error).__name__}: {error}")

@@ -18,6 +18,7 @@ from topo.runtime.events import EventClasses
 from topo.runtime.handlers import HandlerError, HandlerRegistry
 from topo.runtime.process import tune_garbage_collector
 from topo.runtime.publisher import PublishError
+from topo.runtime.runner import UntilTimeout
 from topo.runtime.transport import offsets
 from topo.runtime.transport.memory import MemoryTransport
 from topo.runtime.transport.offsets import OffsetTracker
@@ -182,6 +183,22 @@ def test_async_handlers_and_context(app: Runtime) -> None:
     runner = app.runner("gamma")
     runner.run(until=lambda: bool(seen) and runner.in_flight == 0, timeout=10)
     assert seen == [(1, 1)]
+
+
+def test_a_condition_never_met_raises_naming_it_and_what_was_handled(app: Runtime) -> None:
+    module = app.classes.module
+    app.publisher().publish(module.TokenMoved(chain_id=1, token="t", seq=1))
+    app.register("gamma", lambda event: None)
+    runner = app.runner("gamma")
+    with pytest.raises(UntilTimeout, match=r"gamma: `.*lambda: False.*` \(.*test_units\.py:\d+\) still false "
+                                           r"after 0\.2s \(1 deliveries settled, 0 in flight\)"):
+        runner.run(until=lambda: False, timeout=0.2)
+    assert isinstance(UntilTimeout("x"), TimeoutError)
+
+
+def test_a_timeout_without_condition_is_a_duration(app: Runtime) -> None:
+    app.register("gamma", lambda event: None)
+    app.runner("gamma").run(timeout=0.1)  # returns: nothing was awaited
 
 
 def test_a_crashing_worker_stops_the_group_instead_of_hanging(app: Runtime) -> None:

@@ -22,7 +22,7 @@ from topo.cli.source import load, pick_groups
 from topo.core.model import BrokerKind, ConsumerGroup, Topology
 from topo.runtime.observe.exporter import LagCollector
 from topo.runtime.observe.health import Verdict
-from topo.runtime.observe.lag import LagError, Snapshot, open_reader
+from topo.runtime.observe.lag import KIND_RETRY, LagError, Snapshot, open_reader
 from topo.runtime.observe.server import ObservabilityServer
 from topo.runtime.observe.status import ProgressTracker
 
@@ -30,6 +30,8 @@ log = logging.getLogger("topo.observe")
 
 DEFAULT_MONITOR_PORT = 9400
 DEFAULT_INTERVAL = 15.0
+MISSING_SHOWN = 3  # names of missing topics/queues printed per group
+TEXT_COLUMNS = {"GROUP", "TOPIC", "EVENT", "CHAIN", "QUEUE", "KIND", "STATE"}
 
 
 def _topology(path: Path, groups: tuple[str, ...]) -> tuple[Topology, tuple[ConsumerGroup, ...]]:
@@ -47,14 +49,14 @@ def snapshot_json(snapshot: Snapshot) -> dict[str, Any]:
                         "max_lag_seconds": g.max_lag_seconds} for g in snapshot.groups]}
 
 
-def render_table(snapshot: Snapshot, console: Console) -> None:
+def render_partitions(snapshot: Snapshot, console: Console) -> None:
+    """Every stream of every group: Kafka partitions, RabbitMQ queues (retry streams included)."""
     kafka = snapshot.broker == BrokerKind.KAFKA.value
-    table = Table(title=f"consumer lag ({snapshot.broker})", show_lines=False)
+    table = Table(title=f"consumer lag per {'partition' if kafka else 'queue'} ({snapshot.broker})")
     columns = (["GROUP", "TOPIC", "PARTITION", "EVENT", "CHAIN", "COMMITTED", "END", "LAG", "LAG_S"] if kafka
                else ["GROUP", "QUEUE", "KIND", "READY", "UNACKED", "CONSUMERS", "LAG", "LAG_S"])
-    numeric = {"PARTITION", "COMMITTED", "END", "LAG", "LAG_S", "READY", "UNACKED", "CONSUMERS"}
     for column in columns:
-        table.add_column(column, justify="right" if column in numeric else "left")
+        table.add_column(column, justify="left" if column in TEXT_COLUMNS else "right")
     for group in snapshot.groups:
         for s in group.streams:
             if kafka:
@@ -65,23 +67,39 @@ def render_table(snapshot: Snapshot, console: Console) -> None:
                 table.add_row(group.group, s.topic, s.kind, str(s.ready), str(s.unacked), str(s.consumers),
                               str(s.lag), _fmt_seconds(s.lag_seconds))
     console.print(table)
+
+
+def render_groups(snapshot: Snapshot, console: Console) -> None:
+    """One row per group: its event streams' lag, retries waiting, dead letters and members."""
+    table = Table(title=f"consumer lag per group ({snapshot.broker})")
+    for column in ("GROUP", "LAG", "MAX_LAG", "LAG_S", "RETRYING", "DEAD_LETTERS", "MEMBERS", "STATE"):
+        table.add_column(column, justify="left" if column in TEXT_COLUMNS else "right")
     for group in snapshot.groups:
-        state = f", state {group.state}" if group.state else ""
-        console.print(f"{group.group}: lag {group.sum_lag} (max {group.max_lag}, oldest "
-                      f"{_fmt_seconds(group.max_lag_seconds)}s), {group.members} members{state}, "
-                      f"{group.dead_letters} dead letters in {group.dead_letter_destination}", highlight=False)
+        retrying = sum(s.lag for s in group.streams if s.kind == KIND_RETRY)
+        table.add_row(group.group, str(group.sum_lag), str(group.max_lag), _fmt_seconds(group.max_lag_seconds),
+                      str(retrying), str(group.dead_letters), str(group.members), group.state or "-")
+    console.print(table)
+    for group in snapshot.groups:
         if group.missing:
-            console.print(f"  missing on the broker: {', '.join(group.missing)} (run `topo apply`)",
-                          style="yellow", highlight=False)
+            shown = ", ".join(group.missing[:MISSING_SHOWN])
+            more = f" and {len(group.missing) - MISSING_SHOWN} more" if len(group.missing) > MISSING_SHOWN else ""
+            console.print(f"{group.group}: {len(group.missing)} missing on the broker ({shown}{more}); run "
+                          f"`topo apply --broker {snapshot.broker}`", style="yellow", highlight=False)
 
 
 @click.command()
 @topology_option()
 @group_option(multiple=True)
 @broker_option()
+@click.option("--partitions", "per_partition", is_flag=True,
+              help="Also print every partition (Kafka) or queue (RabbitMQ) of each group, retry streams included.")
 @json_option
-def lag(topology_path: Path, groups: tuple[str, ...], broker: str | None, as_json: bool) -> None:
-    """Consumer lag per group, topic/queue and partition, read from the broker."""
+def lag(topology_path: Path, groups: tuple[str, ...], broker: str | None, per_partition: bool,
+        as_json: bool) -> None:
+    """Consumer lag per group, read from the broker: events behind (LAG: all event streams, MAX_LAG:
+    the largest one), age of the oldest waiting event in seconds (LAG_S), events waiting in retry
+    streams, dead letters not yet replayed, members and group state. --partitions adds the
+    per-partition (per-queue) table; --json always holds every stream."""
     topology, selected = _topology(topology_path, groups)
     reader = open_reader(topology, BrokerKind(broker) if broker else None)
     try:
@@ -93,7 +111,10 @@ def lag(topology_path: Path, groups: tuple[str, ...], broker: str | None, as_jso
     if as_json:
         click.echo(json.dumps(snapshot_json(snapshot), indent=2, sort_keys=True))
     else:
-        render_table(snapshot, Console(width=200))
+        console = Console(width=200)
+        if per_partition:
+            render_partitions(snapshot, console)
+        render_groups(snapshot, console)
 
 
 class Monitor:

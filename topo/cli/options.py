@@ -89,6 +89,10 @@ def generated_option() -> Callable[[F], F]:
                              "topology.json, or generated/ beside a topology.yaml.")
 
 
+strict_option: Callable[[F], F] = click.option(
+    "--strict", is_flag=True,
+    help="Refuse a compiled topology.json whose topology.yaml changed since `topo generate` (default: warn).")
+
 json_option: Callable[[F], F] = click.option("--json", "as_json", is_flag=True,
                                              help="Print JSON on stdout instead of text.")
 

@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 
 import click
 
-from topo.cli.options import ALL_BROKERS, CliError, broker_option, json_option, topology_option
-from topo.cli.source import load
+from topo.cli.options import ALL_BROKERS, CliError, broker_option, json_option, strict_option, topology_option
+from topo.cli.source import check_source, load
 from topo.core.interpolate import UnsetVariableError
 from topo.provision.engine import Provisioner
 from topo.provision.kafka import KafkaProvisionError
@@ -51,8 +51,11 @@ def selected_brokers(options: tuple[str, ...], default: Broker) -> tuple[Broker,
     return tuple(broker for broker in Broker if broker in wanted)
 
 
-def _prepare(topology_path: Path, brokers: tuple[str, ...]) -> Provisioner:
+def _prepare(topology_path: Path, brokers: tuple[str, ...], strict: bool | None = None) -> Provisioner:
+    """The provisioner of the topology; `strict` (apply): check a topology.json against its YAML."""
     topology = load(topology_path)
+    if strict is not None:
+        check_source(topology_path, topology, strict)
     return Provisioner(topology, selected_brokers(brokers, Broker(topology.broker.value)))
 
 
@@ -81,7 +84,8 @@ def outcome_json(current: Plan, status: str, applied: list[str], error: str | No
 @common_options
 @click.option("-y", "--yes", is_flag=True, help="Apply without asking.")
 @json_option
-def apply(topology_path: Path, brokers: tuple[str, ...], prune: bool, yes: bool, as_json: bool) -> None:
+@strict_option
+def apply(topology_path: Path, brokers: tuple[str, ...], prune: bool, yes: bool, as_json: bool, strict: bool) -> None:
     """Create and update the brokers' topics, exchanges, queues and bindings to match the topology.
 
     Shows the plan first and asks before changing anything (unless --yes). Never deletes
@@ -90,7 +94,7 @@ def apply(topology_path: Path, brokers: tuple[str, ...], prune: bool, yes: bool,
     changes applied.
     """
     try:
-        provisioner = _prepare(topology_path, brokers)
+        provisioner = _prepare(topology_path, brokers, strict)
         current: Plan = provisioner.plan(prune=prune)
     except EXPECTED_ERRORS as exc:
         raise CliError(str(exc)) from None

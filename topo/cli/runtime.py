@@ -16,8 +16,16 @@ from typing import Any, TypeVar
 
 import click
 
-from topo.cli.options import CliError, broker_option, generated_option, group_option, json_option, topology_option
-from topo.cli.source import generated_folder, load, pick_event, pick_group
+from topo.cli.options import (
+    CliError,
+    broker_option,
+    generated_option,
+    group_option,
+    json_option,
+    strict_option,
+    topology_option,
+)
+from topo.cli.source import check_source, generated_folder, load, pick_event, pick_group
 from topo.core.model import Topology
 from topo.runtime.app import Runtime
 from topo.runtime.process import tune_garbage_collector
@@ -70,9 +78,10 @@ def import_from_current_directory() -> None:
 @click.option("--gc-tuning/--no-gc-tuning", default=True, show_default=True,
               help="Freeze start-up objects and collect cycles every 20,000 allocations instead of 700 "
                    "(topo.runtime.process).")
+@strict_option
 def run(group_name: str, topology_path: Path, generated_dir: Path | None, broker: str | None, concurrency: int,
         shutdown_timeout: float, metrics_port: int | None, imports: tuple[str, ...], state_dir: Path | None,
-        log_level: str, gc_tuning: bool) -> None:
+        log_level: str, gc_tuning: bool, strict: bool) -> None:
     """Run a consumer group's handlers until SIGTERM/SIGINT, then drain and exit."""
     import importlib
 
@@ -80,6 +89,7 @@ def run(group_name: str, topology_path: Path, generated_dir: Path | None, broker
     from topo.runtime.metrics import RuntimeMetrics
 
     topology = load(topology_path)
+    check_source(topology_path, topology, strict)
     pick_group(topology, group_name)
     runtime = open_runtime(topology_path, topology, generated_dir, broker)
     runtime.state_dir = state_dir
@@ -131,14 +141,16 @@ def register_signals(stop: Any) -> None:
 @click.option("--producer", default="", help="metadata.producer (default: the event's first producer).")
 @runtime_options
 @json_option
+@strict_option
 def publish(event: str, chain_id: int | None, payload_text: str, producer: str, topology_path: Path,
-            generated_dir: Path | None, broker: str | None, as_json: bool) -> None:
+            generated_dir: Path | None, broker: str | None, as_json: bool, strict: bool) -> None:
     """Publish one EVENT, validated against the topology, and wait for the broker's confirmation.
 
     Prints the event id, topic and key; with --json, the whole delivery report (destination,
     partition and offset when the broker tells them).
     """
     topology = load(topology_path)
+    check_source(topology_path, topology, strict)
     declared = pick_event(topology, event)
     try:
         payload = json.loads(sys.stdin.read() if payload_text == "-" else payload_text)

@@ -2,14 +2,18 @@
 
 A topology.yaml is validated and compiled in memory; a topology.json is the compiled model as
 `topo generate` writes it. Runtime commands also need the generated event classes: `generated_folder`
-finds them and refuses a folder that no longer matches the topology.
+finds them and refuses a folder that no longer matches the topology. A topology.json records the
+hash of its topology.yaml: `check_source` warns (or, strict, refuses) when that file changed since.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import click
 import pydantic
 
 from topo.cli.options import COMPILED, CliError, unknown_name
@@ -41,6 +45,28 @@ def load(path: Path) -> Topology:
         return load_topology(path)
     except TopologyError as exc:
         raise CliError(f"{path} is not valid:\n{exc}") from None
+
+
+def stale_source(path: Path, topology: Topology) -> str | None:
+    """Why the compiled topology.json `path` is stale, or None: the topology.yaml it records (in
+    the parent of its folder, as `topo generate` lays it out) exists and no longer has its hash."""
+    if not is_compiled(path) or topology.source is None:
+        return None
+    source = Path(os.path.normpath(path.parent / os.pardir / topology.source.file))
+    if not source.is_file() or hashlib.sha256(source.read_bytes()).hexdigest() == topology.source.sha256:
+        return None
+    output = "" if path.parent == Path("generated") else f" -o {path.parent}"
+    return f"{path} is stale: {source} changed since it was generated; run `topo generate -t {source}{output}`"
+
+
+def check_source(path: Path, topology: Topology, strict: bool) -> None:
+    """One warning line on stderr for a stale topology.json; with `strict`, a CliError instead."""
+    problem = stale_source(path, topology)
+    if problem is None:
+        return
+    if strict:
+        raise CliError(f"{problem} (refused: --strict)")
+    click.echo(f"warning: {problem}", err=True)
 
 
 def require_source(path: Path, command: str) -> Path:

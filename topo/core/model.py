@@ -198,6 +198,14 @@ class RabbitSettings(Frozen):
     key_header: str  # header carrying the ordering key on every published message
 
 
+class SourceFile(Frozen):
+    """The topology.yaml a topology was compiled from, so a command given the compiled
+    topology.json can tell that the YAML changed since `topo generate` ran."""
+
+    file: str  # the file's name only (never a machine's path); looked up beside the output folder
+    sha256: str  # of the file's bytes
+
+
 class Topology(Frozen):
     model_version: int = MODEL_VERSION
     version: int
@@ -213,6 +221,8 @@ class Topology(Frozen):
     producers: tuple[str, ...]
     # Python module of the generated event classes (generated/python/<events_module>.py).
     events_module: str
+    # None when compiled from a document in memory rather than from a file.
+    source: SourceFile | None = None
 
     def event(self, name: str) -> EventType:
         for event in self.events:

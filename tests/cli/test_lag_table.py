@@ -1,0 +1,55 @@
+"""`topo lag`'s tables (no broker): one row per group by default, every stream with --partitions."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+
+from rich.console import Console
+
+from topo.cli.observe import render_groups, render_partitions
+from topo.runtime.observe.lag import KIND_EVENTS, KIND_RETRY, GroupLag, Snapshot, StreamLag
+
+
+def kafka_snapshot() -> Snapshot:
+    def stream(topic: str, partition: int, kind: str, lag: int, seconds: float | None) -> StreamLag:
+        event = "token.transfer" if kind == KIND_EVENTS else ""
+        return StreamLag(topic, partition, kind, event, "1" if event else "", 10, 10 + lag, lag, seconds)
+
+    busy = GroupLag("notifications", "kafka", "explorer.notifications", 2, "stable",
+                    (*(stream("token.transfer.1", p, KIND_EVENTS, lag, 4.5 * lag) for p, lag in enumerate((3, 7, 0))),
+                     stream("explorer.notifications.retry.1s", 0, KIND_RETRY, 5, 1.0)),
+                    4, "explorer.notifications.dlq")
+    idle = GroupLag("analytics", "kafka", "explorer.analytics", 0, "dead",
+                    tuple(stream(f"block.new.{c}", p, KIND_EVENTS, 0, 0.0) for c in (1, 138) for p in range(3)),
+                    0, "explorer.analytics.dlq", missing=("a", "b", "c", "d", "e"))
+    return Snapshot(0.0, "kafka", (busy, idle))
+
+
+def printed(render: Callable[[Snapshot, Console], None], snapshot: Snapshot) -> list[str]:
+    out = io.StringIO()
+    console = Console(file=out, width=200, color_system=None)
+    render(snapshot, console)
+    return out.getvalue().splitlines()
+
+
+def cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip("│ ").split("│")]
+
+
+def test_the_default_table_has_one_row_per_group_with_its_totals() -> None:
+    lines = printed(render_groups, kafka_snapshot())
+    rows = {cells(line)[0]: cells(line) for line in lines if line.startswith("│")}
+    assert set(rows) == {"notifications", "analytics"}
+    # GROUP LAG MAX_LAG LAG_S RETRYING DEAD_LETTERS MEMBERS STATE; retry streams count apart from the lag.
+    assert rows["notifications"] == ["notifications", "10", "7", "31.5", "5", "4", "2", "stable"]
+    assert rows["analytics"] == ["analytics", "0", "0", "0.0", "0", "0", "0", "dead"]
+    [missing] = [line for line in lines if "missing" in line]
+    assert missing == ("analytics: 5 missing on the broker (a, b, c and 2 more); run `topo apply --broker kafka`")
+
+
+def test_partitions_lists_every_stream() -> None:
+    snapshot = kafka_snapshot()
+    rows = [cells(line) for line in printed(render_partitions, snapshot) if line.startswith("│")]
+    assert len(rows) == sum(len(g.streams) for g in snapshot.groups) == 10
+    assert ["notifications", "explorer.notifications.retry.1s", "0", "retry", "", "10", "15", "5", "1.0"] in rows
