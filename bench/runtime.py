@@ -214,13 +214,30 @@ class RuntimeBench(Side):
         self.publisher.flush(120)
         return count / (time.perf_counter() - started)
 
-    def _run(self, handler: Callable[[Any], None], done: Callable[[], bool], timeout: float) -> threading.Thread:
+    def _run(self, handler: Callable[[Any], None], done: Callable[[], bool], timeout: float
+             ) -> Callable[[float], None]:
+        """Run the group on a thread until `done()`; returns `join(limit)`, which re-raises what
+        stopped the run (UntilTimeout when `done()` stayed false): no figure from a failed run."""
         self.runtime.registry = type(self.runtime.registry)()
         self.runtime.register("bench", handler)
         runner = self.runner = self.runtime.runner("bench", concurrency=self.concurrency)
-        thread = threading.Thread(target=runner.run, kwargs={"until": done, "timeout": timeout}, daemon=True)
+        failures: list[BaseException] = []
+
+        def consume() -> None:
+            try:
+                runner.run(until=done, timeout=timeout)
+            except BaseException as error:
+                failures.append(error)
+
+        thread = threading.Thread(target=consume, daemon=True)
         thread.start()
-        return thread
+
+        def join(limit: float) -> None:
+            thread.join(limit)
+            if failures:
+                raise failures[0]
+
+        return join
 
     def consume(self, count: int) -> float:
         seen = [0]
@@ -231,8 +248,8 @@ class RuntimeBench(Side):
                 first.append(time.perf_counter())
             seen[0] += 1
 
-        thread = self._run(handle, lambda: seen[0] >= count, 300)
-        thread.join(310)
+        join = self._run(handle, lambda: seen[0] >= count, 300)
+        join(310)
         return count / (time.perf_counter() - first[0])
 
     def latency(self, rate: int, seconds: float) -> list[float]:
@@ -243,7 +260,7 @@ class RuntimeBench(Side):
             if event.payload.log_index >= 10**9:
                 samples.append(time.time() - event.timestamp.timestamp())
 
-        thread = self._run(handle, lambda: len(samples) >= total, seconds + 90)
+        join = self._run(handle, lambda: len(samples) >= total, seconds + 90)
         deadline = time.monotonic() + 60
         # The group re-forms after the consume run: start the clock once this member owns every
         # partition and the assignment has been stable for a while.
@@ -259,7 +276,7 @@ class RuntimeBench(Side):
             time.sleep(0.05)
         paced(rate, total, lambda i: self._send(10**9 + i))
         self.publisher.flush(30)
-        thread.join(seconds + 60)
+        join(seconds + 60)
         return samples
 
 
