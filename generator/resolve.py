@@ -18,6 +18,7 @@ from topo.core.model import (
     ConsumerGroup,
     DedupSettings,
     Delivery,
+    DeploySettings,
     EventTopic,
     EventType,
     FieldType,
@@ -48,6 +49,7 @@ from topo.core.names import (
     KEY_HEADER,
     class_name,
     default_exchange,
+    default_image,
     dlq_name,
     events_module,
     format_name,
@@ -229,6 +231,7 @@ def resolve(doc: Doc) -> Topology:
         for group_name, group_doc in groups_doc.items()
     ]
     producers = sorted({p for event in events for p in event.producers})
+    deploy = _section(doc, "deploy")
     return Topology(
         version=int(doc["version"]),
         name=name,
@@ -242,6 +245,8 @@ def resolve(doc: Doc) -> Topology:
         alerts=alerts,
         producers=tuple(producers),
         events_module=events_module(name),
+        deploy=DeploySettings(image=str(deploy.get("image", default_image(name))),
+                              namespace=deploy.get("namespace")),
     )
 
 

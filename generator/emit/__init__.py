@@ -24,6 +24,9 @@ EMITTERS: tuple[str, ...] = (
     "prometheus",
     "grafana",
     "autoscaling",
+    "k8s_config",
+    "k8s_scrape",
+    "k8s_kustomize",
 )
 
 

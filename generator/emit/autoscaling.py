@@ -1,12 +1,9 @@
 """k8s/deploy/<group>.yaml (Deployment + KEDA ScaledObject per group) and k8s/monitor/lag-monitor.yaml.
 
-Each group runs as `topo run --group NAME` from the image DEFAULT_IMAGE (override it with a
-kustomize `images:` entry), reading the compiled topology baked into the image at
-TOPOLOGY_PATH. Connection settings reach the container as environment variables named by the
-topology's `${VAR}` references, each taken from the Secret `<topology>-topo-secrets`
-(credentials: SASL settings and RabbitMQ URLs, which carry a password) or the ConfigMap
-`<topology>-topo-config` (everything else); never as values. A reference with a default is
-optional (the default applies when the key is absent); the broker address KEDA reads is required.
+Each group runs as `topo run --group NAME` from the topology's `deploy.image` (the repository's
+Dockerfile builds it: topo, the handler modules under /app and the compiled topology at
+TOPOLOGY_PATH), in `deploy.namespace` when one is set. Connection settings reach the container as
+environment variables from the ConfigMap or the Secret (k8s_env.py), never as values.
 
 KEDA scales on the broker's view of the backlog:
 * Kafka: one `kafka` trigger on the group id (every topic it consumes), `lagThreshold` = the
@@ -20,18 +17,17 @@ KEDA scales on the broker's view of the backlog:
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
-from importlib.metadata import PackageNotFoundError, version
 
 from topo.core.interpolate import references
-from topo.core.model import BrokerKind, ConsumerGroup, Topology
+from topo.core.model import BrokerKind, ConsumerGroup, DeploySettings, Topology
+from topo.core.names import default_image
+from topo.generator.emit.k8s_env import env, k8s_name
 from topo.generator.render import render
 
 GROUP_TEMPLATE = "k8s/deploy/group.yaml.j2"
 MONITOR_TEMPLATE = "k8s/deploy/monitor.yaml.j2"
-IMAGE_REPOSITORY = "ghcr.io/topo-events/topo"
 TOPOLOGY_PATH = "/app/generated/topology.json"
 METRICS_PORT = 9100
 MONITOR_PORT = 9400
@@ -40,57 +36,6 @@ RABBIT_CONSUMERS_PER_QUEUE = 4
 MIN_REPLICAS = 1  # never zero: a group without members is an alert (TopoConsumerDown)
 POLLING_INTERVAL = 15
 COOLDOWN_PERIOD = 300
-
-
-def default_image() -> str:
-    try:
-        tag = version("topo-events")
-    except PackageNotFoundError:
-        tag = "latest"
-    return f"{IMAGE_REPOSITORY}:{tag}"
-
-
-def k8s_name(*parts: str) -> str:
-    """A DNS-1123 label (what Deployments and ScaledObjects are named by), hashed when too long."""
-    text = re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
-    if len(text) <= 63:
-        return text
-    return f"{text[:54].rstrip('-')}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
-
-
-class EnvPlan:
-    """Environment variables a group's container needs, each from the Secret or the ConfigMap."""
-
-    def __init__(self, topology: Topology) -> None:
-        self.topology = topology
-        self.secret = k8s_name(topology.name, "topo-secrets")
-        self.config_map = k8s_name(topology.name, "topo-config")
-
-    def settings(self, group: ConsumerGroup | None) -> list[tuple[str, bool]]:
-        """(setting text, is a credential) the process expands at connect time."""
-        t = self.topology
-        items: list[tuple[str, bool]] = []
-        if t.broker is BrokerKind.KAFKA:
-            items += [(t.kafka.bootstrap_servers, False), (t.kafka.security_protocol, False),
-                      (t.kafka.sasl_mechanism, False), (t.kafka.sasl_username, True), (t.kafka.sasl_password, True)]
-        else:
-            items += [(t.rabbitmq.url, True), (t.rabbitmq.management_url, True)]
-        if group is not None and group.dedup.path:
-            items.append((group.dedup.path, False))
-        return items
-
-    def env(self, group: ConsumerGroup | None, required: set[str]) -> list[dict[str, object]]:
-        seen: dict[str, dict[str, object]] = {}
-        for text, credential in self.settings(group):
-            for ref in references(text):
-                if ref.name in seen:
-                    continue
-                source = "secretKeyRef" if credential else "configMapKeyRef"
-                name = self.secret if credential else self.config_map
-                optional = ref.default is not None and ref.name not in required
-                seen[ref.name] = {"name": ref.name,
-                                  "valueFrom": {source: {"name": name, "key": ref.name, "optional": optional}}}
-        return [seen[name] for name in sorted(seen)]
 
 
 def whole_reference(text: str, what: str) -> tuple[str | None, str | None]:
@@ -102,6 +47,16 @@ def whole_reference(text: str, what: str) -> tuple[str | None, str | None]:
         return refs[0].name, None
     raise ValueError(f"broker.{what} = {text!r}: KEDA reads the broker address from one environment variable; "
                      "write it as a literal or as a single ${VAR} / ${VAR:-default} reference")
+
+
+def keda_reads(topology: Topology) -> set[str]:
+    """The variable a ScaledObject trigger reads the broker address from, if any: required whatever its
+    default, as KEDA knows no topology defaults."""
+    if topology.broker is BrokerKind.KAFKA:
+        name, _ = whole_reference(topology.kafka.bootstrap_servers, "kafka.bootstrap_servers")
+    else:
+        name, _ = whole_reference(topology.rabbitmq.url, "rabbitmq.url")
+    return {name} if name else set()
 
 
 def kafka_trigger(topology: Topology, group: ConsumerGroup) -> tuple[list[dict[str, object]], int, set[str]]:
@@ -138,31 +93,42 @@ def rabbit_triggers(topology: Topology, group: ConsumerGroup) -> tuple[list[dict
     return triggers, max(MIN_REPLICAS, cap), {env} if env else set()
 
 
+def deploy_settings(topology: Topology) -> DeploySettings:
+    return topology.deploy or DeploySettings(image=default_image(topology.name), namespace=None)
+
+
+def metadata(topology: Topology, name: str, component: str) -> dict[str, object]:
+    """`metadata` of a workload resource: name, namespace (when the topology sets one), labels."""
+    namespace = deploy_settings(topology).namespace
+    return {"name": name, **({"namespace": namespace} if namespace else {}), "labels": labels(topology, component)}
+
+
 def labels(topology: Topology, component: str) -> dict[str, str]:
     return {"app.kubernetes.io/name": "topo", "app.kubernetes.io/instance": k8s_name(topology.name),
             "app.kubernetes.io/component": k8s_name(component), "app.kubernetes.io/managed-by": "topo"}
 
 
 def emit(topology: Topology) -> dict[str, str]:
-    plan = EnvPlan(topology)
-    image = default_image()
+    image = deploy_settings(topology).image
     files = {}
     for group in topology.groups:
         if topology.broker is BrokerKind.KAFKA:
-            triggers, max_replicas, required = kafka_trigger(topology, group)
+            triggers, max_replicas, keda_reads = kafka_trigger(topology, group)
         else:
-            triggers, max_replicas, required = rabbit_triggers(topology, group)
+            triggers, max_replicas, keda_reads = rabbit_triggers(topology, group)
+        name = k8s_name(topology.name, group.name)
         files[f"k8s/deploy/{group.name}.yaml"] = render(
-            GROUP_TEMPLATE, topology=topology.name, group=group.name, name=k8s_name(topology.name, group.name),
-            labels=labels(topology, group.name), image=image,
+            GROUP_TEMPLATE, topology=topology.name, group=group.name, name=name,
+            metadata=metadata(topology, name, group.name), labels=labels(topology, group.name), image=image,
             args=["run", "--group", group.name, "--topology", TOPOLOGY_PATH, "--metrics-port", str(METRICS_PORT),
                   "--shutdown-timeout", str(SHUTDOWN_TIMEOUT)],
-            env=plan.env(group, required), port=METRICS_PORT, grace=SHUTDOWN_TIMEOUT + 15,
+            env=env(topology, group, keda_reads), port=METRICS_PORT, grace=SHUTDOWN_TIMEOUT + 15,
             min_replicas=MIN_REPLICAS, max_replicas=max_replicas, triggers=triggers,
             polling_interval=POLLING_INTERVAL, cooldown_period=COOLDOWN_PERIOD)
+    name = k8s_name(topology.name, "lag-monitor")
     files["k8s/monitor/lag-monitor.yaml"] = render(
-        MONITOR_TEMPLATE, topology=topology.name, name=k8s_name(topology.name, "lag-monitor"),
+        MONITOR_TEMPLATE, topology=topology.name, metadata=metadata(topology, name, "lag-monitor"),
         labels=labels(topology, "lag-monitor"), image=image,
         args=["monitor", "--topology", TOPOLOGY_PATH, "--port", str(MONITOR_PORT)],
-        env=plan.env(None, set()), port=MONITOR_PORT)
+        env=env(topology, None, set()), port=MONITOR_PORT)
     return files

@@ -206,6 +206,13 @@ class SourceFile(Frozen):
     sha256: str  # of the file's bytes
 
 
+class DeploySettings(Frozen):
+    """Where the generated Kubernetes workloads run (`deploy:` in topology.yaml)."""
+
+    image: str  # the image holding topo, the compiled generated/ folder and the handler modules
+    namespace: str | None  # None: the namespace kubectl applies to
+
+
 class Topology(Frozen):
     model_version: int = MODEL_VERSION
     version: int
@@ -221,6 +228,8 @@ class Topology(Frozen):
     producers: tuple[str, ...]
     # Python module of the generated event classes (generated/python/<events_module>.py).
     events_module: str
+    # None only in a topology.json written before this field existed.
+    deploy: DeploySettings | None = None
     # None when compiled from a document in memory rather than from a file.
     source: SourceFile | None = None
 

@@ -85,6 +85,11 @@ def default_exchange(topology: str) -> str:
     return f"{topology}.events"
 
 
+def default_image(topology: str) -> str:
+    """The image the Deployments run unless `deploy.image` names one: the user's own build (docs/deploy.md)."""
+    return f"{topology.replace('_', '-')}-topo:latest"
+
+
 def group_prefix(topology: str, group: str) -> str:
     """Prefix of everything a consumer group owns: Kafka group id, its exchange, queues, plumbing."""
     return f"{topology}.{group}"
