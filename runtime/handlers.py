@@ -11,7 +11,6 @@ subscription) or registered in Python with `HandlerRegistry.handler(group, event
 from __future__ import annotations
 
 import asyncio
-import importlib
 import inspect
 import threading
 from collections.abc import Callable, Coroutine
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from topo.core.model import ConsumerGroup
+from topo.runtime.imports import ImportFailure, did_you_mean, import_user_module, public_callables
 
 Handler = Callable[..., Any]
 
@@ -46,26 +46,28 @@ class BoundHandler:
     name: str
 
 
-class HandlerError(LookupError):
+class HandlerError(ImportFailure):
     """A handler cannot be found or imported; the message names the group and the fix."""
 
 
-def import_handler(path: str) -> Handler:
-    """`package.module:function` (the attribute may be dotted: `module:Class.method`)."""
+def import_handler(path: str, where: str = "handler") -> Handler:
+    """`package.module:function` (the attribute may be dotted: `module:Class.method`). `where` names the
+    setting that holds `path` (e.g. `consumer_groups.indexer.handler`) in error messages."""
+    role = f"{where} {path!r}"
     module_name, _, attribute = path.partition(":")
     if not module_name or not attribute:
-        raise HandlerError(f"handler {path!r} must look like 'package.module:function'")
-    try:
-        target: Any = importlib.import_module(module_name)
-    except ImportError as error:
-        raise HandlerError(f"handler {path!r}: cannot import {module_name!r} ({error}); is it on PYTHONPATH?") from None
+        raise HandlerError(f"{role} must look like 'package.module:function'")
+    target: Any = import_user_module(module_name, role)
+    owner = module_name
     for part in attribute.split("."):
         try:
             target = getattr(target, part)
         except AttributeError:
-            raise HandlerError(f"handler {path!r}: {module_name} has no attribute {attribute!r}") from None
+            hint = did_you_mean(part, public_callables(target))
+            raise HandlerError(f"{role}: {owner} has no function {part!r}{hint}") from None
+        owner = f"{owner}.{part}"
     if not callable(target):
-        raise HandlerError(f"handler {path!r} is not callable")
+        raise HandlerError(f"{role}: {owner} is a {type(target).__name__}, not a function")
     return target  # type: ignore[no-any-return]
 
 
@@ -132,12 +134,14 @@ class HandlerRegistry:
             function: Handler | None = self._handlers.get((group.name, subscription.event))
             name = getattr(function, "__qualname__", repr(function))
             if function is None and subscription.handler:
-                function, name = import_handler(subscription.handler), subscription.handler
+                function = import_handler(subscription.handler,
+                                          f"consumer_groups.{group.name}.subscribes[{subscription.event}].handler")
+                name = subscription.handler
             if function is None:
                 function = self._handlers.get((group.name, None))
                 name = getattr(function, "__qualname__", repr(function))
             if function is None and group.handler:
-                function, name = import_handler(group.handler), group.handler
+                function, name = import_handler(group.handler, f"consumer_groups.{group.name}.handler"), group.handler
             if function is None:
                 missing.append(subscription.event)
                 continue

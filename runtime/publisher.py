@@ -17,11 +17,17 @@ from pydantic import BaseModel, ValidationError
 from topo.core.model import EventTopic, Topology
 from topo.runtime.events import EventClasses, key_attribute
 from topo.runtime.metrics import RuntimeMetrics
+from topo.runtime.payload_errors import FieldProblem, field_problems
 from topo.runtime.transport.base import DeliveryReport, PublisherTransport
 
 
 class PublishError(ValueError):
-    """The event cannot be published as given; nothing was sent."""
+    """The event cannot be published as given; nothing was sent. An invalid payload carries one
+    `problems` entry per field (`payload.block_number: must be >= 0 (got -5)`)."""
+
+    def __init__(self, message: str, problems: tuple[FieldProblem, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +144,8 @@ class Publisher:
         try:
             return payload_class.model_validate(payload)
         except ValidationError as error:
-            raise PublishError(f"invalid {event_type} payload: {error}") from None
+            problems = field_problems(error, known_fields=list(payload_class.model_fields))
+            raise PublishError(f"invalid {event_type} payload: {'; '.join(map(str, problems))}", problems) from None
 
     def _callback(self, kind: str, chain: int, user: Callable[[DeliveryReport], None] | None
                   ) -> Callable[[DeliveryReport], None] | None:

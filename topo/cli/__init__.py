@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
+from typing import Any
 
 import click
+
+from topo.cli.options import command_line
 
 # command name -> "module:attribute" of a click.Command
 COMMANDS: dict[str, str] = {
@@ -36,6 +40,14 @@ class LazyGroup(click.Group):
         if not isinstance(command, click.Command):
             raise TypeError(f"{target} is not a click command")
         return command
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
+        """Standalone (the console script, click's test runner): behind `command_line`, the one error style."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, windows_expand_args=windows_expand_args, **extra)
+        command_line(lambda: super(LazyGroup, self).main(args, prog_name, complete_var, False,
+                                                         windows_expand_args=windows_expand_args, **extra))
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -5,23 +5,37 @@
     --group NAME         a consumer group of the topology (unknown names get a did-you-mean hint)
     --json               machine-readable output on stdout
 
-Errors print `error: MESSAGE` on stderr and exit non-zero. This module imports click only, so
+Errors print one line, `error: MESSAGE`, on stderr (a syntax error in user code prints
+`FILE:LINE:COL: syntax error: ...` like a compiler) and exit with a code of the table below
+(docs/cli.md). `command_line` is the edge every command runs behind: usage mistakes, CliErrors and
+Ctrl-C become one line and an exit code, and an unexpected exception one line asking for a bug report
+(its traceback shows with TOPO_DEBUG=1 or `--log-level debug`). This module imports click only, so
 every command (including `topo validate`) can use it without loading a broker client.
 """
 
 from __future__ import annotations
 
 import difflib
+import logging
 import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, NoReturn, TypeVar
 
 import click
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 ENV_TOPOLOGY = "TOPO_TOPOLOGY"
+ENV_DEBUG = "TOPO_DEBUG"
+
+# Exit codes, the same for every command (docs/cli.md); plan/apply's 2 and 3 are topo.provision.plan's.
+EXIT_OK = 0
+EXIT_ERROR = 1  # any error, including every user mistake (option, file, name, payload, handler, port)
+EXIT_CHANGES = 2  # `topo plan`: changes pending
+EXIT_IMPOSSIBLE = 3  # `topo plan` / `topo apply`: changes that cannot be made in place
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT) outside `topo run`, which drains and exits 0
 SOURCE = Path("topology.yaml")
 COMPILED = Path("generated/topology.json")
 BROKERS = ("kafka", "rabbitmq")
@@ -40,6 +54,56 @@ class CliError(click.ClickException):
 
     def show(self, file: IO[Any] | None = None) -> None:
         click.echo(f"error: {self.format_message()}", err=True)
+
+
+class LocatedError(CliError):
+    """A message that starts with its place, `FILE:LINE:COL: syntax error: ...`: printed as it is."""
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(self.format_message(), err=True)
+
+
+class ErrorLines(CliError):
+    """Several problems of one input (e.g. one per payload field): one `error: ` line each."""
+
+    def __init__(self, lines: Sequence[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = tuple(lines)
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        for line in self.lines:
+            click.echo(f"error: {line}", err=True)
+
+
+def debugging() -> bool:
+    """TOPO_DEBUG=1, or a command configured DEBUG logging (`topo run --log-level debug`)."""
+    return os.environ.get(ENV_DEBUG, "") not in ("", "0") or logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
+def command_line(invoke: Callable[[], Any]) -> NoReturn:
+    """Run a click command in non-standalone mode and turn its outcome into one stderr line and an exit code."""
+    try:
+        outcome = invoke()
+    except click.UsageError as error:  # click's own exit code is 2, which `topo plan` uses for "changes pending"
+        where = f" (see `{error.ctx.command_path} --help`)" if error.ctx is not None else ""
+        click.echo(f"error: {error.format_message()}{where}", err=True)
+        sys.exit(EXIT_ERROR)
+    except CliError as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except click.ClickException as error:
+        click.echo(f"error: {error.format_message()}", err=True)
+        sys.exit(error.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as error:
+        if debugging():
+            raise
+        click.echo(f"error: unexpected {type(error).__name__}: {error}; this is a bug in topo: rerun with "
+                   f"{ENV_DEBUG}=1 for the traceback and report it", err=True)
+        sys.exit(EXIT_ERROR)
+    sys.exit(outcome if isinstance(outcome, int) else EXIT_OK)
 
 
 def default_topology() -> Path:

@@ -18,6 +18,8 @@ import click
 
 from topo.cli.options import (
     CliError,
+    ErrorLines,
+    LocatedError,
     broker_option,
     generated_option,
     group_option,
@@ -28,6 +30,7 @@ from topo.cli.options import (
 from topo.cli.source import check_source, generated_folder, load, pick_event, pick_group
 from topo.core.model import Topology
 from topo.runtime.app import Runtime
+from topo.runtime.imports import ImportFailure, import_user_module
 from topo.runtime.process import tune_garbage_collector
 from topo.runtime.publisher import PublishError
 from topo.runtime.transport.base import Delivery, DeliveryReport, TransportError
@@ -49,6 +52,20 @@ def open_runtime(topology_path: Path, topology: Topology, generated_dir: Path | 
         return Runtime.from_topology(topology, folder, broker=broker)
     except (FileNotFoundError, RuntimeError, ValueError) as error:
         raise CliError(str(error)) from None
+
+
+def user_code_error(error: ImportFailure) -> CliError:
+    """A handler or --import module that does not load: a syntax error prints `FILE:LINE:COL: syntax error: ...`."""
+    return LocatedError(str(error)) if error.location else CliError(str(error))
+
+
+def payload_error(error: PublishError, chain_id: int | None) -> CliError:
+    """An invalid --payload: one line per field; a missing chain_id names --chain."""
+    if not error.problems:
+        return CliError(str(error))
+    return ErrorLines([f"{problem}; pass --chain ID or put chain_id in --payload"
+                       if problem.missing and problem.field == "payload.chain_id" and chain_id is None
+                       else str(problem) for problem in error.problems])
 
 
 def import_from_current_directory() -> None:
@@ -83,8 +100,6 @@ def run(group_name: str, topology_path: Path, generated_dir: Path | None, broker
         shutdown_timeout: float, metrics_port: int | None, imports: tuple[str, ...], state_dir: Path | None,
         log_level: str, gc_tuning: bool, strict: bool) -> None:
     """Run a consumer group's handlers until SIGTERM/SIGINT, then drain and exit."""
-    import importlib
-
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from topo.runtime.metrics import RuntimeMetrics
 
@@ -95,7 +110,11 @@ def run(group_name: str, topology_path: Path, generated_dir: Path | None, broker
     runtime.state_dir = state_dir
     import_from_current_directory()
     for module in imports:  # its top-level Runtime / HandlerRegistry objects hold what it registered
-        if not runtime.adopt(importlib.import_module(module)):
+        try:
+            imported = import_user_module(module, f"--import {module}")
+        except ImportFailure as error:
+            raise user_code_error(error) from None
+        if not runtime.adopt(imported):
             logging.getLogger("topo.runtime").warning(
                 "--import %s: no handler registered on a Runtime or HandlerRegistry at its top level", module)
     metrics = state = server = None
@@ -105,11 +124,16 @@ def run(group_name: str, topology_path: Path, generated_dir: Path | None, broker
 
         metrics = runtime.metrics = RuntimeMetrics(runtime.topology)
         state = RuntimeState([group_name])
-        server = serve_runtime(metrics, state, port=metrics_port)
+        try:
+            server = serve_runtime(metrics, state, port=metrics_port)
+        except OSError as error:  # its message names the port and the fix
+            raise CliError(str(error)) from None
         click.echo(f"metrics on :{server.port}", err=True)
     try:
         runner = runtime.runner(group_name, concurrency=concurrency, shutdown_timeout=shutdown_timeout, state=state,
                                 client_id=str(os.getpid()))
+    except ImportFailure as error:
+        raise user_code_error(error) from None
     except (KeyError, LookupError) as error:
         raise CliError(str(error).strip("'\"")) from None
     register_signals(runner.stop)
@@ -167,7 +191,7 @@ def publish(event: str, chain_id: int | None, payload_text: str, producer: str, 
         sent = runtime.publisher().publish(payload, chain_id, event_type=event, on_delivery=reports.append)
         runtime.publisher().flush(30)
     except PublishError as error:
-        raise CliError(str(error)) from None
+        raise payload_error(error, chain_id) from None
     finally:
         runtime.close()
     if not reports or reports[0].error is not None:

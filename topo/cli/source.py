@@ -44,7 +44,17 @@ def load(path: Path) -> Topology:
     try:
         return load_topology(path)
     except TopologyError as exc:
-        raise CliError(f"{path} is not valid:\n{exc}") from None
+        raise CliError(first_problem(path, exc)) from None
+
+
+def first_problem(path: Path, error: TopologyError) -> str:
+    """One line for an invalid topology.yaml: its first error, the hint, and where the others are listed."""
+    problems = [d for d in error.diagnostics if d.is_error] or error.diagnostics
+    first = problems[0]
+    place = f"{first.file}:{first.line}:{first.col}" if first.line else first.file
+    hint = f" ({first.hint})" if first.hint else ""
+    more = f"; {len(problems) - 1} more error(s): run `topo validate -t {path}`" if len(problems) > 1 else ""
+    return f"{place}: {first.message}{hint}{more}"
 
 
 def stale_source(path: Path, topology: Topology) -> str | None:
