@@ -228,7 +228,8 @@ class KafkaLagReader:
                             for s in rows[group.name])
             dlq = group.kafka.dlq_topic
             replayed = committed[group.kafka.group_id + DLQ_REPLAY_SUFFIX]
-            pending = sum(max(0, high[(dlq, p)] - replayed.get((dlq, p), low[(dlq, p)]))
+            # As `topo dlq list` shows them: from the replay group's offset, or the log start if later.
+            pending = sum(max(0, high[(dlq, p)] - max(low[(dlq, p)], replayed.get((dlq, p), low[(dlq, p)])))
                           for p in partitions.get(dlq, ()))
             members, state = descriptions[group.kafka.group_id]
             missing = tuple(sorted({p.topic for p in plans[group.name] if p.topic not in partitions}

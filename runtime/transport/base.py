@@ -295,26 +295,66 @@ class Tail(ABC):
         """Release the connection (RabbitMQ: the tail's queue goes with it)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """One `topo dlq replay` of one stream: its dead letters at offsets [first, end) were
+    re-published with x-topo-replayed-at `at`."""
+
+    partition: int
+    first: int
+    end: int
+    at: str
+
+
+@dataclass(frozen=True)
+class ReplayRecord:
+    """What `done` recorded of a dead-letter destination, for `topo dlq list`.
+
+    Every letter of a stream before `positions[partition]` was replayed; `replays` says when
+    (the most recent replays of each stream: older ones are known as replayed, not when).
+    `count`: replayed letters still in the destination; None where replaying removes them
+    (RabbitMQ acks them out of the dead-letter queue, so every letter listed is pending).
+    """
+
+    positions: Mapping[int, int] = field(default_factory=dict)
+    replays: tuple[Replay, ...] = ()
+    count: int | None = None
+
+    def replayed_at(self, letter: Delivery) -> str | None:
+        """None: not replayed; its replay's x-topo-replayed-at; "" when replayed before the remembered replays."""
+        if letter.offset >= self.positions.get(letter.partition, 0):
+            return None
+        for replay in self.replays:
+            if replay.partition == letter.partition and replay.first <= letter.offset < replay.end:
+                return replay.at
+        return ""
+
+
 class DeadLetterReader(ABC):
     """Reads a group's dead-letter destination for `topo dlq list|replay`.
 
     `browse` is non-destructive. `take` returns deliveries that stay in the dead-letter
     destination until `done` is called for them (Kafka: the offsets of a dedicated consumer group
-    `<group.kafka.group_id>.dlq-replay` are committed, recording what was replayed; RabbitMQ: the
-    messages are acked, i.e. removed from the dead-letter queue).
+    `<group.kafka.group_id>.dlq-replay` are committed, recording what was replayed and when in the
+    commit's metadata; RabbitMQ: the messages are acked, i.e. removed from the dead-letter queue).
     """
 
     @abstractmethod
-    def browse(self, limit: int, timeout: float) -> list[Delivery]:
-        """Up to `limit` dead letters, oldest first, waiting at most `timeout` seconds overall."""
+    def browse(self, limit: int, timeout: float, *, replayed: bool = True) -> list[Delivery]:
+        """Up to `limit` dead letters, oldest first, waiting at most `timeout` seconds overall;
+        `replayed=False`: only those not replayed yet."""
 
     @abstractmethod
     def take(self, limit: int, timeout: float) -> list[Delivery]:
         """Up to `limit` dead letters not yet replayed, oldest first."""
 
     @abstractmethod
-    def done(self, deliveries: Iterable[Delivery]) -> None:
-        """Record `deliveries` (from `take`) as replayed."""
+    def done(self, deliveries: Iterable[Delivery], replayed_at: str = "") -> None:
+        """Record `deliveries` (from `take`) as replayed, at `replayed_at` (x-topo-replayed-at)."""
+
+    def replay_record(self) -> ReplayRecord:
+        """What was replayed; by default nothing kept (replaying removes the letters)."""
+        return ReplayRecord()
 
     @abstractmethod
     def close(self) -> None: ...

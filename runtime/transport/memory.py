@@ -31,6 +31,8 @@ from topo.runtime.transport.base import (
     DeliveryCallback,
     DeliveryReport,
     PublisherTransport,
+    Replay,
+    ReplayRecord,
     StreamId,
     Tail,
     Transport,
@@ -54,6 +56,7 @@ class MemoryBroker:
 
     logs: dict[str, list[list[Record]]] = field(default_factory=dict)
     committed: dict[tuple[str, str, int], int] = field(default_factory=dict)  # (group id, topic, partition)
+    replays: dict[str, list[Replay]] = field(default_factory=dict)  # dead-letter topic -> `topo dlq replay`s
     members: set[str] = field(default_factory=set)
     changed: threading.Condition = field(default_factory=threading.Condition)
 
@@ -262,17 +265,26 @@ class MemoryDeadLetters(DeadLetterReader):
         return [_delivery(self.topic, 0, offset, records[offset])
                 for offset in range(start, min(len(records), start + limit))]
 
-    def browse(self, limit: int, timeout: float) -> list[Delivery]:
-        return self._read(0, limit)
+    def browse(self, limit: int, timeout: float, *, replayed: bool = True) -> list[Delivery]:
+        return self._read(0 if replayed else self._replayed_until(), limit)
+
+    def _replayed_until(self) -> int:
+        return self.broker.committed.get((self.replay_id, self.topic, 0), 0)
 
     def take(self, limit: int, timeout: float) -> list[Delivery]:
-        return self._read(self.broker.committed.get((self.replay_id, self.topic, 0), 0), limit)
+        return self._read(self._replayed_until(), limit)
 
-    def done(self, deliveries: Iterable[Delivery]) -> None:
-        last = max((d.offset for d in deliveries), default=None)
-        if last is not None:
+    def done(self, deliveries: Iterable[Delivery], replayed_at: str = "") -> None:
+        offsets = [d.offset for d in deliveries]
+        if offsets:
             key = (self.replay_id, self.topic, 0)
-            self.broker.committed[key] = max(self.broker.committed.get(key, 0), last + 1)
+            self.broker.committed[key] = max(self.broker.committed.get(key, 0), max(offsets) + 1)
+            self.broker.replays.setdefault(self.topic, []).append(Replay(0, min(offsets), max(offsets) + 1,
+                                                                         replayed_at))
+
+    def replay_record(self) -> ReplayRecord:
+        until = self._replayed_until()
+        return ReplayRecord({0: until} if until else {}, tuple(self.broker.replays.get(self.topic, ())), until)
 
     def close(self) -> None:
         """Nothing to release."""

@@ -79,15 +79,29 @@ def test_plan_apply_publish_dlq_and_lag_print_json(workdir: Path, unique_name: s
                           timeout=120)
     assert done.returncode == 0, done.stderr
     listed = json.loads(done.stdout)
-    assert listed["group"] == "indexer" and listed["count"] == 1
+    assert listed["group"] == "indexer" and listed["count"] == 1 and listed["replayed_count"] == 0
     [letter] = listed["dead_letters"]
     assert letter["event"]["event_id"] == sent["event_id"]
     assert letter["headers"]["x-topo-error-message"] == "downstream is down"
+    assert letter["replayed"] is False and letter["replayed_at"] is None
 
     replayed = as_json("dlq", "replay", "--group", "indexer", "--timeout", "20")
     assert replayed["replayed"] == 1
     assert [(e["event_id"], e["to"]) for e in replayed["events"]] == [(sent["event_id"], topic)]
     assert as_json("dlq", "replay", "--group", "indexer", "--timeout", "5")["replayed"] == 0
+
+    # Replayed letters are hidden by default, as `topo lag` no longer counts them; --all marks them.
+    pending = topo("dlq", "list", "--group", "indexer", "--timeout", "5", "--json")
+    assert pending.exit_code == 0, pending.output
+    assert json.loads(pending.stdout)["dead_letters"] == [] and json.loads(pending.stdout)["replayed_count"] == 1
+    assert pending.stderr.strip() == "no dead letters for group indexer (1 replayed; --all to show them)"
+    assert [g["dead_letters"] for g in as_json("lag", "--group", "indexer")["groups"]] == [0]
+    everything = as_json("dlq", "list", "--group", "indexer", "--timeout", "20", "--all")
+    [marked] = everything["dead_letters"]
+    assert marked["event"]["event_id"] == sent["event_id"] and marked["replayed"] is True
+    tailed = topo("tail", "token.transfer", "--from-beginning", "--limit", "2", "--timeout", "30")
+    [copy] = [e for e in map(json.loads, tailed.stdout.splitlines()) if "x-topo-replayed-at" in e.get("headers", {})]
+    assert marked["replayed_at"] == copy["headers"]["x-topo-replayed-at"]
 
     lag = as_json("lag", "--group", "websocket")
     assert [group["group"] for group in lag["groups"]] == ["websocket"]

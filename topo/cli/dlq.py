@@ -1,4 +1,8 @@
-"""`topo dlq list` and `topo dlq replay`: a consumer group's dead letters."""
+"""`topo dlq list` and `topo dlq replay`: a consumer group's dead letters.
+
+`list` shows the letters not replayed yet (what `topo lag` counts as dead letters); `--all` adds
+the replayed ones, each with `replayed_at`. On RabbitMQ replayed letters leave the queue.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,10 @@ from typing import Any
 import click
 
 from topo.cli.options import CliError, group_option, json_option
-from topo.cli.runtime import delivery_json, open_runtime, render, runtime_options
+from topo.cli.runtime import delivery_json, open_runtime, probe_broker, runtime_options
 from topo.cli.source import load, pick_group
 from topo.core import headers as H
-from topo.runtime.transport.base import Delivery
+from topo.runtime.transport.base import Delivery, ReplayRecord
 
 
 @click.group()
@@ -24,32 +28,52 @@ def dlq() -> None:
 @group_option()
 @click.option("--limit", type=click.IntRange(1), default=100, show_default=True)
 @click.option("--timeout", type=click.FloatRange(0), default=10.0, show_default=True)
+@click.option("--all", "show_all", is_flag=True,
+              help="Also list dead letters replayed already (Kafka keeps them; replayed_at says when).")
 @runtime_options
 @json_option
-def dlq_list(group_name: str, limit: int, timeout: float, topology_path: Path, generated_dir: Path | None,
-             broker: str | None, as_json: bool) -> None:
-    """Print the group's dead letters (oldest first) with their failure headers, one JSON per line
-    (with --json: one document holding the list)."""
+def dlq_list(group_name: str, limit: int, timeout: float, show_all: bool, topology_path: Path,
+             generated_dir: Path | None, broker: str | None, as_json: bool) -> None:
+    """Print the group's dead letters not replayed yet (oldest first) with their failure headers,
+    one JSON per line (with --json: one document holding the list and `replayed_count`, the
+    replayed letters still kept). Each carries `replayed` and `replayed_at` (when `topo dlq
+    replay` re-published it; null if not replayed or too long ago to be remembered). An empty
+    list prints a one-line summary on stderr."""
     topology = load(topology_path)
     group = pick_group(topology, group_name)
     runtime = open_runtime(topology_path, topology, generated_dir, broker)
+    probe_broker(runtime, topology_path, group=group)
     try:
         reader = runtime.transport.open_dead_letters(group)
     except BaseException:
         runtime.close()
         raise
     try:
-        letters = reader.browse(limit, timeout)
+        letters = reader.browse(limit, timeout, replayed=show_all)
+        record = reader.replay_record()
     finally:
         reader.close()
         runtime.close()
+    entries = [listed_json(letter, record) for letter in letters]
     if as_json:
-        click.echo(json.dumps({"group": group_name, "count": len(letters),
-                               "dead_letters": [delivery_json(letter) for letter in letters]},
-                              indent=2, sort_keys=True))
-        return
-    for letter in letters:
-        click.echo(render(letter, raw=False))
+        click.echo(json.dumps({"group": group_name, "count": len(entries), "replayed_count": record.count,
+                               "all": show_all, "dead_letters": entries}, indent=2, sort_keys=True))
+    else:
+        for entry in entries:
+            click.echo(json.dumps(entry, sort_keys=True))
+    if not entries:
+        click.echo(empty_summary(group_name, record, show_all), err=True)
+
+
+def listed_json(letter: Delivery, record: ReplayRecord) -> dict[str, Any]:
+    replayed_at = record.replayed_at(letter)
+    return {**delivery_json(letter), "replayed": replayed_at is not None, "replayed_at": replayed_at or None}
+
+
+def empty_summary(group_name: str, record: ReplayRecord, show_all: bool) -> str:
+    if record.count and not show_all:
+        return f"no dead letters for group {group_name} ({record.count} replayed; --all to show them)"
+    return f"no dead letters for group {group_name}"
 
 
 def replayed_json(letter: Delivery, destination: str) -> dict[str, Any]:
@@ -78,6 +102,7 @@ def dlq_replay(group_name: str, limit: int, timeout: float, topology_path: Path,
     topology = load(topology_path)
     group = pick_group(topology, group_name)
     runtime = open_runtime(topology_path, topology, generated_dir, broker)
+    probe_broker(runtime, topology_path, group=group)
     reader = runtime.transport.open_dead_letters(group)
     producer = runtime.transport.open_publisher("dlq-replay")
     try:
@@ -102,7 +127,7 @@ def dlq_replay(group_name: str, limit: int, timeout: float, topology_path: Path,
             errors.append("some replayed events were not confirmed within 30s")
         if errors:
             raise CliError("replay incomplete, nothing recorded as replayed:\n" + "\n".join(errors))
-        reader.done(letters)
+        reader.done(letters, stamp)
     finally:
         producer.close()
         reader.close()

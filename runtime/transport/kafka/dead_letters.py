@@ -1,11 +1,14 @@
 """`topo dlq list|replay` on Kafka: reading a group's dead-letter topic.
 
 `browse` reads with a throwaway consumer from the beginning; `take` reads from the offsets the
-replay group `<group_id>.dlq-replay` committed, and `done` commits past what was replayed.
+replay group `<group_id>.dlq-replay` committed, and `done` commits past what was replayed. The
+commit's metadata keeps the latest replays of the partition (`[[first, end, replayed_at], ...]`),
+so `topo dlq list` can say when each letter was replayed.
 """
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterable
@@ -13,8 +16,25 @@ from collections.abc import Iterable
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from topo.core.model import ConsumerGroup, Topology
-from topo.runtime.transport.base import DeadLetterReader, Delivery, TransportError
+from topo.runtime.transport.base import DeadLetterReader, Delivery, Replay, ReplayRecord, TransportError
 from topo.runtime.transport.kafka.config import client_config, to_delivery
+
+# Replays remembered per partition: ~50 bytes each, within Kafka's default 4096-byte limit on
+# commit metadata (offset.metadata.max.bytes).
+REMEMBERED_REPLAYS = 50
+
+
+def encode_replays(replays: list[Replay]) -> str:
+    return json.dumps([[r.first, r.end, r.at] for r in replays[-REMEMBERED_REPLAYS:]], separators=(",", ":"))
+
+
+def decode_replays(partition: int, metadata: str | None) -> list[Replay]:
+    """The replays a commit's metadata holds; none when it holds something else (an older topo)."""
+    try:
+        entries = json.loads(metadata or "[]")
+        return [Replay(partition, int(first), int(end), str(at)) for first, end, at in entries]
+    except (ValueError, TypeError):
+        return []
 
 
 class KafkaDeadLetters(DeadLetterReader):
@@ -23,6 +43,7 @@ class KafkaDeadLetters(DeadLetterReader):
         self.group = group
         self.topic = group.kafka.dlq_topic
         self.taker: Consumer | None = None
+        self._taken_from: dict[int, TopicPartition] = {}  # committed offsets (and metadata) `take` read from
 
     def _partitions(self, consumer: Consumer) -> list[TopicPartition]:
         found = consumer.list_topics(topic=self.topic, timeout=10).topics.get(self.topic)
@@ -50,7 +71,9 @@ class KafkaDeadLetters(DeadLetterReader):
                     open_partitions.discard(letter.partition)
         return sorted(found, key=lambda d: (d.timestamp, d.partition, d.offset))
 
-    def browse(self, limit: int, timeout: float) -> list[Delivery]:
+    def browse(self, limit: int, timeout: float, *, replayed: bool = True) -> list[Delivery]:
+        if not replayed:
+            return self.take(limit, timeout)  # from the replay group's offsets; nothing is committed
         config = client_config(self.topology.kafka, "topo-dlq-browse")
         consumer = Consumer({**config, "group.id": f"topo-dlq-browse-{uuid.uuid4().hex}", "enable.auto.commit": False})
         try:
@@ -61,26 +84,51 @@ class KafkaDeadLetters(DeadLetterReader):
         finally:
             consumer.close()
 
-    def take(self, limit: int, timeout: float) -> list[Delivery]:
-        config = client_config(self.topology.kafka, "topo-dlq-replay")
-        self.taker = self.taker or Consumer({**config, "group.id": f"{self.group.kafka.group_id}.dlq-replay",
-                                             "enable.auto.commit": False, "auto.offset.reset": "earliest"})
-        partitions = self._partitions(self.taker)
-        committed = self.taker.committed(partitions, timeout=10)
-        for partition in committed:
-            if partition.offset < 0:
-                partition.offset = OFFSET_BEGINNING
-        return self._read(self.taker, committed, limit, timeout)
+    def _replay_group(self) -> Consumer:
+        """A consumer of the replay group, assigned partitions only: it never joins the group."""
+        if self.taker is None:
+            config = client_config(self.topology.kafka, "topo-dlq-replay")
+            self.taker = Consumer({**config, "group.id": f"{self.group.kafka.group_id}.dlq-replay",
+                                   "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+        return self.taker
 
-    def done(self, deliveries: Iterable[Delivery]) -> None:
+    def take(self, limit: int, timeout: float) -> list[Delivery]:
+        taker = self._replay_group()
+        committed = taker.committed(self._partitions(taker), timeout=10)
+        self._taken_from = {p.partition: p for p in committed}
+        starts = [TopicPartition(self.topic, p.partition, p.offset if p.offset >= 0 else OFFSET_BEGINNING)
+                  for p in committed]
+        return self._read(taker, starts, limit, timeout)
+
+    def done(self, deliveries: Iterable[Delivery], replayed_at: str = "") -> None:
         if self.taker is None:
             return
-        last: dict[int, int] = {}
+        ranges: dict[int, tuple[int, int]] = {}
         for delivery in deliveries:
-            last[delivery.partition] = max(last.get(delivery.partition, -1), delivery.offset)
-        if last:
-            self.taker.commit(offsets=[TopicPartition(self.topic, p, o + 1) for p, o in last.items()],
-                              asynchronous=False)
+            first, last = ranges.get(delivery.partition, (delivery.offset, delivery.offset))
+            ranges[delivery.partition] = (min(first, delivery.offset), max(last, delivery.offset))
+        offsets = []
+        for partition, (first, last) in sorted(ranges.items()):
+            before = self._taken_from.get(partition)
+            history = decode_replays(partition, before.metadata if before is not None else None)
+            history.append(Replay(partition, first, last + 1, replayed_at))
+            offsets.append(TopicPartition(self.topic, partition, last + 1, metadata=encode_replays(history)))
+        if offsets:
+            self.taker.commit(offsets=offsets, asynchronous=False)
+
+    def replay_record(self) -> ReplayRecord:
+        consumer = self._replay_group()
+        positions: dict[int, int] = {}
+        replays: list[Replay] = []
+        count = 0
+        for committed in consumer.committed(self._partitions(consumer), timeout=10):
+            if committed.offset < 0:
+                continue
+            low, _high = consumer.get_watermark_offsets(TopicPartition(self.topic, committed.partition), timeout=10)
+            positions[committed.partition] = committed.offset
+            count += max(0, committed.offset - low)  # retention may have deleted older ones
+            replays += decode_replays(committed.partition, committed.metadata)
+        return ReplayRecord(positions, tuple(replays), count)
 
     def close(self) -> None:
         if self.taker is not None:

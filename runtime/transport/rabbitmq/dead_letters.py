@@ -19,7 +19,8 @@ class RabbitMQDeadLetters(DeadLetterReader):
     """Reads a group's DLQ with basic.get (the DLQ is a quorum queue without single-active-consumer).
 
     `browse` reads on a throwaway channel and closes it, which returns every message to the queue;
-    `take` keeps its messages unacked on a long-lived channel until `done` acks them.
+    `take` keeps its messages unacked on a long-lived channel until `done` acks them. Replayed
+    letters leave the queue, so everything browsed is pending and no replay record is kept.
     """
 
     def __init__(self, params: pika.URLParameters, topology: Topology, group: ConsumerGroup) -> None:
@@ -43,7 +44,7 @@ class RabbitMQDeadLetters(DeadLetterReader):
             found.append(make_delivery(self._queue, 0, channel, method, properties, body, self._key_header))
         return found
 
-    def browse(self, limit: int, timeout: float) -> list[Delivery]:
+    def browse(self, limit: int, timeout: float, *, replayed: bool = True) -> list[Delivery]:
         try:
             channel = self._connection.channel()
             try:
@@ -66,7 +67,7 @@ class RabbitMQDeadLetters(DeadLetterReader):
             raise TransportError(f"{where(self._params)}: reading {self._queue!r} failed: {describe(error)}") \
                 from error
 
-    def done(self, deliveries: Iterable[Delivery]) -> None:
+    def done(self, deliveries: Iterable[Delivery], replayed_at: str = "") -> None:
         pending = list(deliveries)
         if not pending:
             return
