@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: generate check test lint brokers-up brokers-down brokers-status bench clean
+.PHONY: generate check test lint brokers-up brokers-down brokers-status bench demo clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m dev.typecheck dev bench
+	$(BIN)/python -m dev.typecheck dev bench examples
 	$(BIN)/python -m dev.layers
 
 brokers-up:
@@ -41,6 +41,15 @@ brokers-status:
 bench: $(STAMP)
 	$(MAKE) brokers-up
 	$(BIN)/python -m bench $(BENCH)
+
+# The explorer end to end on the local brokers (examples/demo.py): simulated producers, every group,
+# retries and dead letters, a live table until Ctrl-C. DEMO_BROKER=rabbitmq; DEMO_ARGS="--rate 50 --seconds 60".
+DEMO_BROKER ?= kafka
+DEMO_ARGS ?=
+demo: $(STAMP)
+	$(MAKE) brokers-up BROKERS=$(DEMO_BROKER)
+	$(BIN)/topo apply -t topology.yaml --broker $(DEMO_BROKER) --yes
+	$(BIN)/python -m examples.demo -t topology.yaml --broker $(DEMO_BROKER) $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) .run
