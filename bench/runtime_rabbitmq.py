@@ -195,7 +195,7 @@ class RuntimeSide(RuntimeBench):
             if event.payload.log_index >= LATENCY_MARK:
                 samples.append(time.time() - event.timestamp.timestamp())
 
-        thread = self._run(handle, lambda: len(samples) >= total, seconds + 90)
+        join = self._run(handle, lambda: len(samples) >= total, seconds + 90)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and (self.runner is None or len(self.runner.generations) < PARTITIONS):
             time.sleep(0.05)
@@ -204,7 +204,7 @@ class RuntimeSide(RuntimeBench):
 
         paced(rate, total, send)
         self.publisher.flush(30)
-        thread.join(seconds + 60)
+        join(seconds + 60)
         return samples
 
 
