@@ -5,6 +5,9 @@ against the real Kafka, in a temporary copy of what they need (topology.yaml and
 copy is renamed to this test's unique name, with topics that carry it, so the tour shares nothing
 with other tests or with a topology applied by hand. `topo run` is long-running: it is started in
 the background and stopped with SIGTERM once the handler's line for the published event appeared.
+Then every other group of the reference topology is started the same way (`topo run -t topology.yaml
+--group G`), one event of each type is published, and each group's example handler
+(examples/explorer_handlers.py) must log the id of every event it subscribes to.
 """
 
 from __future__ import annotations
@@ -33,6 +36,17 @@ MARKER = "<!-- quick-tour"
 TOPO = Path(sys.executable).with_name("topo")  # the virtualenv's `topo`, as `. .venv/bin/activate` gives it
 COMMAND_TIMEOUT = 180.0
 HANDLED_TIMEOUT = 120.0
+# One valid payload per event type of the reference topology (token.transfer: the README's own).
+SAMPLE_PAYLOADS: dict[str, dict[str, Any]] = {
+    "block.new": {"block_number": 7, "hash": "0x" + "ab" * 32, "parent_hash": "0x" + "cd" * 32,
+                  "timestamp": "2026-01-01T00:00:00Z", "transaction_count": 1},
+    "transaction.confirmed": {"hash": "0x" + "12" * 32, "block_number": 7, "status": "success",
+                              "from_address": "0x" + "11" * 20, "to_address": "0x" + "22" * 20},
+    "transaction.pending": {"hash": "0x" + "34" * 32, "from_address": "0x" + "11" * 20, "nonce": 0, "value": "5",
+                            "gas": 21000, "max_fee_per_gas": "30000000000", "first_seen": "2026-01-01T00:00:00Z"},
+    "contract.verified": {"address": "0x" + "33" * 20, "verification_status": "verified",
+                          "verified_at": "2026-01-01T00:00:00Z"},
+}
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
@@ -92,7 +106,9 @@ def tour_folder(tmp_path: Path, unique_name: str, kafka_admin: Any) -> Iterator[
     if topics:
         for future in kafka_admin.delete_topics(topics, operation_timeout=60).values():
             future.result(timeout=60)
-    for future in kafka_admin.delete_consumer_groups([f"{unique_name}.notifications"], request_timeout=30).values():
+    groups = [f"{unique_name}.{group}" for group in yaml.safe_load((tmp_path / "topology.yaml").read_text())
+              ["consumer_groups"]]
+    for future in kafka_admin.delete_consumer_groups(groups, request_timeout=30).values():
         with contextlib.suppress(Exception):  # a group that never committed does not exist: nothing to delete
             future.result(timeout=30)
 
@@ -149,7 +165,58 @@ def test_the_quick_tour_runs_as_written(tour_folder: Path, kafka_bootstrap: str)
 
         consumer.send_signal(signal.SIGTERM)
         assert consumer.wait(timeout=60) == 0, f"`topo run` did not drain cleanly:\n{handler_errors.read_text()}"
+        every_group_handles_its_events(tour_folder, environment, next(w for w in tour_commands(README.read_text())
+                                                                      if w[:2] == ["topo", "run"]))
     finally:
         if consumer is not None and consumer.poll() is None:
             consumer.kill()
             consumer.wait(timeout=30)
+
+
+def every_group_handles_its_events(folder: Path, environment: dict[str, str], tour_run: list[str]) -> None:
+    """Every group of the reference topology, started as the tour starts notifications, logs the id of
+    each event of its subscriptions: its example handler is the one topology.yaml names."""
+    document: dict[str, Any] = yaml.safe_load((folder / "topology.yaml").read_text())
+    groups = {name: group["subscribes"] for name, group in document["consumer_groups"].items()}
+    assert all("handler" in group for group in document["consumer_groups"].values()), "every group names a handler"
+    tour_payloads = {words[2]: json.loads(words[words.index("--payload") + 1])
+                     for words in tour_commands(README.read_text()) if words[:2] == ["topo", "publish"]}
+    payloads = SAMPLE_PAYLOADS | tour_payloads
+    assert set(payloads) == set(document["events"]), "a sample payload for every event type"
+    consumers: dict[str, subprocess.Popen[bytes]] = {}
+    outputs = {name: folder / f"run-{name}.out" for name in groups}
+    try:
+        for name in groups:
+            words = [*tour_run[:tour_run.index("--group") + 1], name]
+            with outputs[name].open("wb") as out:
+                consumers[name] = subprocess.Popen(executable(words), cwd=folder, env=environment, stdout=out,
+                                                   stderr=subprocess.STDOUT)
+        publishers = {event: subprocess.Popen(
+            [str(TOPO), "publish", event, "-t", "topology.yaml", "--chain", "138", "--payload", json.dumps(payload)],
+            cwd=folder, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for event, payload in payloads.items()}
+        event_ids: dict[str, str] = {}
+        for event, publisher in publishers.items():
+            out, err = publisher.communicate(timeout=COMMAND_TIMEOUT)
+            assert publisher.returncode == 0, f"`topo publish {event}` exited {publisher.returncode}: {err}"
+            event_ids[event] = json.loads(out)["event_id"]
+        expected = {name: [event_ids[event] for event in subscribed] for name, subscribed in groups.items()}
+
+        def missing() -> dict[str, list[str]]:
+            for name, consumer in consumers.items():
+                if consumer.poll() is not None:
+                    pytest.fail(f"`topo run --group {name}` exited {consumer.returncode}:\n"
+                                f"{outputs[name].read_text()[-3000:]}", pytrace=False)
+            return {name: [i for i in ids if i not in outputs[name].read_text()] for name, ids in expected.items()}
+
+        wait_until(lambda: not any(missing().values()), HANDLED_TIMEOUT,
+                   lambda: f"each group's handler to log its events; still missing: {missing()}")
+        for consumer in consumers.values():
+            consumer.send_signal(signal.SIGTERM)
+        for name, consumer in consumers.items():
+            assert consumer.wait(timeout=60) == 0, f"{name} did not drain cleanly:\n{outputs[name].read_text()}"
+    finally:
+        for consumer in consumers.values():
+            if consumer.poll() is None:
+                consumer.kill()
+                consumer.wait(timeout=30)
