@@ -80,6 +80,7 @@ def field_problems(error: ValidationError, root: str = "payload", known_fields: 
     problems: dict[str, FieldProblem] = {}
     for detail in error.errors(include_url=False):
         field = field_path(root, detail["loc"])
-        got = None if detail["type"] == "missing" else quoted(detail.get("input"))
+        # the offending value; not for a missing field, nor for a check of the whole payload
+        got = None if detail["type"] == "missing" or not detail["loc"] else quoted(detail.get("input"))
         problems.setdefault(field, FieldProblem(field, requirement(detail, known_fields), got))
     return tuple(problems.values())

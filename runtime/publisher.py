@@ -50,6 +50,19 @@ class Published:
     topic: EventTopic
 
 
+def validated_payload(classes: EventClasses, event_type: str, payload: Mapping[str, Any]) -> BaseModel:
+    """`payload` as an instance of `event_type`'s generated class (no broker needed: `topo publish` checks a
+    payload before it connects); PublishError with one `problems` entry per invalid field otherwise."""
+    payload_class = classes.payloads.get(event_type)
+    if payload_class is None:
+        raise PublishError(f"undeclared event type {event_type!r}; declared: {', '.join(sorted(classes.payloads))}")
+    try:
+        return payload_class.model_validate(payload)
+    except ValidationError as error:
+        problems = field_problems(error, known_fields=list(payload_class.model_fields))
+        raise PublishError(f"invalid {event_type} payload: {'; '.join(map(str, problems))}", problems) from None
+
+
 def utc_timestamp(now: float) -> str:
     """RFC 3339 UTC with microseconds, e.g. 2024-01-01T00:00:00.000000Z."""
     return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -138,14 +151,9 @@ class Publisher:
             return payload
         if event_type is None:
             raise PublishError("a payload given as a mapping needs event_type=...")
-        payload_class = self.classes.payloads.get(event_type)
-        if payload_class is None or event_type not in self._routes:
+        if event_type not in self._routes:
             raise PublishError(f"undeclared event type {event_type!r}; declared: {', '.join(sorted(self._routes))}")
-        try:
-            return payload_class.model_validate(payload)
-        except ValidationError as error:
-            problems = field_problems(error, known_fields=list(payload_class.model_fields))
-            raise PublishError(f"invalid {event_type} payload: {'; '.join(map(str, problems))}", problems) from None
+        return validated_payload(self.classes, event_type, payload)
 
     def _callback(self, kind: str, chain: int, user: Callable[[DeliveryReport], None] | None
                   ) -> Callable[[DeliveryReport], None] | None:

@@ -32,7 +32,7 @@ from topo.core.model import Topology
 from topo.runtime.app import Runtime
 from topo.runtime.imports import ImportFailure, import_user_module
 from topo.runtime.process import tune_garbage_collector
-from topo.runtime.publisher import PublishError
+from topo.runtime.publisher import PublishError, validated_payload
 from topo.runtime.transport.base import Delivery, DeliveryReport, TransportError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -186,9 +186,14 @@ def publish(event: str, chain_id: int | None, payload_text: str, producer: str, 
         payload.setdefault("chain_id", chain_id)
     runtime = open_runtime(topology_path, topology, generated_dir, broker)
     runtime.producer = producer or (declared.producers[0] if declared.producers else runtime.producer)
+    try:  # a payload mistake is reported without a broker
+        validated = validated_payload(runtime.classes, event, payload)
+    except PublishError as error:
+        runtime.close()
+        raise payload_error(error, chain_id) from None
     reports: list[DeliveryReport] = []
     try:
-        sent = runtime.publisher().publish(payload, chain_id, event_type=event, on_delivery=reports.append)
+        sent = runtime.publisher().publish(validated, chain_id, event_type=event, on_delivery=reports.append)
         runtime.publisher().flush(30)
     except PublishError as error:
         raise payload_error(error, chain_id) from None
