@@ -1,4 +1,5 @@
-"""`topo lag`'s tables (no broker): one row per group by default, every stream with --partitions."""
+"""Operator output without a broker: `topo lag`'s tables (one row per group by default, every
+stream with --partitions) and `topo dlq list`'s replayed marker and empty-list summary."""
 
 from __future__ import annotations
 
@@ -7,8 +8,13 @@ from collections.abc import Callable
 
 from rich.console import Console
 
+from tests.cli.support import small_doc
+from topo.cli.dlq import empty_summary, listed_json
 from topo.cli.observe import render_groups, render_partitions
+from topo.generator.resolve import resolve
 from topo.runtime.observe.lag import KIND_EVENTS, KIND_RETRY, GroupLag, Snapshot, StreamLag
+from topo.runtime.transport.base import ReplayRecord
+from topo.runtime.transport.memory import MemoryBroker, MemoryDeadLetters
 
 
 def kafka_snapshot() -> Snapshot:
@@ -53,3 +59,26 @@ def test_partitions_lists_every_stream() -> None:
     rows = [cells(line) for line in printed(render_partitions, snapshot) if line.startswith("│")]
     assert len(rows) == sum(len(g.streams) for g in snapshot.groups) == 10
     assert ["notifications", "explorer.notifications.retry.1s", "0", "retry", "", "10", "15", "5", "1.0"] in rows
+
+
+def test_dlq_list_marks_replayed_letters_and_hides_them_by_default() -> None:
+    group = resolve(small_doc("ops")).group("indexer")
+    broker = MemoryBroker()
+    broker.ensure(group.kafka.dlq_topic, 1)
+    for number in range(5):
+        broker.append(group.kafka.dlq_topic, "k", b'{"event_id": "%d"}' % number, {})
+    reader = MemoryDeadLetters(broker, group)
+    reader.done(reader.take(2, 0), "2026-01-01T00:00:00.000Z")
+    reader.done(reader.take(1, 0), "2026-01-02T00:00:00.000Z")
+    record = reader.replay_record()
+    assert record.count == 3
+    assert [letter.offset for letter in reader.browse(10, 0, replayed=False)] == [3, 4]
+    entries = [listed_json(letter, record) for letter in reader.browse(10, 0)]
+    marks = [(entry["replayed"], entry["replayed_at"]) for entry in entries]
+    assert marks == [(True, "2026-01-01T00:00:00.000Z")] * 2 + [(True, "2026-01-02T00:00:00.000Z")] + [
+        (False, None)] * 2
+    assert empty_summary("indexer", record, show_all=False) == (
+        "no dead letters for group indexer (3 replayed; --all to show them)")
+    assert empty_summary("indexer", record, show_all=True) == "no dead letters for group indexer"
+    # RabbitMQ acks replayed letters off the queue: nothing to mention.
+    assert empty_summary("indexer", ReplayRecord(), show_all=False) == "no dead letters for group indexer"
