@@ -117,16 +117,15 @@ class Dashboard:
 
     def table(self) -> Table:
         rows = self.refresh()
-        table = Table(title=f"{self.title}: {self.published:.0f} events published; Ctrl-C stops",
+        table = Table(title=f"{self.title}: {self.published:.0f} events published (Ctrl-C stops)",
                       title_justify="left", expand=True)
-        for column, justify in (("group", "left"), ("handled", "right"), ("per s", "right"), ("lag", "right"),
-                                ("retries", "right"), ("dead letters", "right"), ("in DLQ", "right"),
-                                ("last line of its handler", "left")):
-            table.add_column(column, justify=justify, no_wrap=column != "last line of its handler")  # type: ignore[arg-type]
+        for column in ("group", "handled", "per s", "lag", "retries", "dead", "in DLQ"):
+            table.add_column(column, justify="left" if column == "group" else "right", no_wrap=True)
+        table.add_column("last line of its handler", overflow="ellipsis", no_wrap=True, ratio=1)
         for row in rows:
             dead_style = "bold red" if row.dead else ""
             table.add_row(row.group, f"{row.handled:.0f}", f"{row.per_second:.1f}", _show(row.lag),
                           f"[yellow]{row.retries:.0f}[/]" if row.retries else "0",
                           f"[{dead_style}]{row.dead:.0f}[/]" if dead_style else "0",
-                          _show(row.waiting_in_dlq), row.last_line[:90])
+                          _show(row.waiting_in_dlq), row.last_line)
         return table

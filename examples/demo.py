@@ -145,7 +145,7 @@ def arguments(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = arguments(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     topology = load_topology(options.topology)
     generated = options.topology.parent / "generated"
     broker = options.broker or topology.broker.value
@@ -171,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in groups:
         metrics.init_group(topology.group(name))
     dashboard = Dashboard(f"{topology.name} on {broker}", groups, metrics, last)
-    console = Console()
+    console = Console(file=sys.stdout)  # the real stdout: the handlers' prints are redirected below
     plain = options.plain or not console.is_terminal
     stopped_at = time.monotonic() + options.seconds if options.seconds else None
     print(f"demo: {len(groups)} groups on {broker} ({options.topology}); Ctrl-C stops", flush=True)
