@@ -11,6 +11,8 @@ from __future__ import annotations
 import difflib
 import importlib
 import os
+import pkgutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType, TracebackType
@@ -67,6 +69,12 @@ def import_user_module(name: str, role: str) -> ModuleType:
         location = f"{shown_path(error.filename or name)}:{error.lineno or 0}:{error.offset or 0}"
         raise ImportFailure(f"{location}: syntax error: {error.msg} (importing {role})", location) from None
     except ModuleNotFoundError as error:
+        parent, _, leaf = str(error.name).rpartition(".")
+        if is_missing_itself(name, error.name) and parent in sys.modules:  # the package is there, not the module
+            folders = list(getattr(sys.modules[parent], "__path__", []))
+            hint = did_you_mean(leaf, [module.name for module in pkgutil.iter_modules(folders)]) or "; check the name"
+            where = f" ({shown_path(folders[0])})" if folders else ""
+            raise ImportFailure(f"{role}: package {parent}{where} has no module {leaf!r}{hint}") from None
         if is_missing_itself(name, error.name):
             source = name.replace(".", "/") + ".py"
             raise ImportFailure(
@@ -74,6 +82,9 @@ def import_user_module(name: str, role: str) -> ModuleType:
                 f"run topo from the folder holding {source}, or add that folder to PYTHONPATH") from None
         place = _innermost(error, __name__)
         importer, where = (place[2], f" ({shown_path(place[0])}:{place[1]})") if place else (name, "")
+        if str(error.name).split(".")[0] == name.split(".")[0]:  # a module of the user's own package
+            raise ImportFailure(f"{role}: {importer} imports {error.name}, which does not exist{where}; "
+                                "fix the import") from None
         raise ImportFailure(f"{role}: {importer} imports {error.name}, which is not installed{where}; install "
                             "the package that provides it, or fix the import") from None
     except Exception as error:  # the module's own code failed while it was imported

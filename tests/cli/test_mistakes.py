@@ -62,6 +62,14 @@ def handlers(text: str) -> Setup:
     return lambda folder: (folder / "handlers.py").write_text(text, encoding="utf-8")
 
 
+def package(name: str, module: str) -> Setup:
+    def setup(folder: Path) -> None:
+        (folder / name).mkdir()
+        (folder / name / "__init__.py").write_text("", encoding="utf-8")
+        (folder / name / f"{module}.py").write_text(HANDLERS, encoding="utf-8")
+    return setup
+
+
 def edit_topology(change: Callable[[str], str]) -> Setup:
     def setup(folder: Path) -> None:
         source = folder / "topology.yaml"
@@ -99,6 +107,9 @@ def corpus(port: int) -> list[Mistake]:
                 handlers("raise RuntimeError('no API key')\n")),
         Mistake("--import of a missing module", (*run, "--import", "registrations"),
                 ("--import registrations: no module named 'registrations'", "PYTHONPATH")),
+        Mistake("misspelt module of a package", (*run, "--import", "registry.handler"),
+                ("--import registry.handler: package registry (registry) has no module 'handler'",
+                 "did you mean 'handlers'?"), package("registry", "handlers")),
         Mistake("metrics port in use", (*run, "--metrics-port", str(port)),
                 (f":{port} for /metrics", "choose another --metrics-port, or 0 for any free port")),
         Mistake("payload is not JSON", (*publish, '{"block_number": 1'), ("--payload is not JSON", "column 19")),
