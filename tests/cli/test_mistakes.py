@@ -7,6 +7,7 @@ Every mistake fails before a broker is contacted, so the cases run concurrently 
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -197,15 +198,20 @@ def explode() -> None:
 
 
 def test_an_unexpected_error_is_one_line_unless_debugging(monkeypatch: pytest.MonkeyPatch,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+                                                          capsys: pytest.CaptureFixture[str],
+                                                          caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.delenv(ENV_DEBUG, raising=False)
     with pytest.raises(SystemExit) as exited:
         command_line(explode)
     assert exited.value.code == EXIT_ERROR
     assert capsys.readouterr().err == ("error: unexpected ZeroDivisionError: a bug; this is a bug in topo: rerun "
                                        "with TOPO_DEBUG=1 for the traceback and report it\n")
-    monkeypatch.setenv(ENV_DEBUG, "1")
+    caplog.set_level(logging.DEBUG)  # as `topo run --log-level debug` configures it
     with pytest.raises(ZeroDivisionError):  # the traceback, for the bug report
+        command_line(explode)
+    caplog.set_level(logging.INFO)
+    monkeypatch.setenv(ENV_DEBUG, "1")
+    with pytest.raises(ZeroDivisionError):
         command_line(explode)
 
 
