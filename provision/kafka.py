@@ -28,13 +28,14 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
+from topo.core.client_logs import KafkaClientLog
 from topo.core.desired import TopicSpec
 from topo.provision.plan import Action, Broker, Change
 
 DESCRIBE_BATCH = 100  # smaller requests pipeline better than one huge one
 WRITE_BATCH = 1000
 REQUEST_TIMEOUT = 60.0
-METADATA_TIMEOUT = 20.0  # how long an unreachable broker makes `topo plan` wait before saying so
+METADATA_TIMEOUT = 6.0  # how long an unreachable broker makes `topo plan` wait before saying so
 VISIBLE_TIMEOUT = 60.0
 
 
@@ -77,8 +78,10 @@ def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
 class KafkaBroker:
     def __init__(self, config: Mapping[str, str]) -> None:
         self.bootstrap = config["bootstrap.servers"]
-        # librdkafka's own connection log would repeat on stderr what our errors already say.
-        settings: dict[str, Any] = {**config, "logger": QUIET}
+        # librdkafka's own connection log would repeat on stderr what our errors already say;
+        # its latest connection failure is kept for them.
+        self.client_log = KafkaClientLog(QUIET)
+        settings: dict[str, Any] = {**config, "logger": self.client_log}
         self.admin = AdminClient(settings)
 
     # ------------------------------------------------------------------ read
@@ -88,8 +91,11 @@ class KafkaBroker:
         try:
             metadata = self.admin.list_topics(timeout=timeout)
         except KafkaException as exc:
-            raise KafkaProvisionError(f"cannot read topics from Kafka at {self.bootstrap}: {exc.args[0]}; "
-                                      "is the broker up and KAFKA_BOOTSTRAP_SERVERS right?") from exc
+            self.admin.poll(0)  # serve the client's logs: the latest connection failure says why
+            reason = self.client_log.last_failure or exc.args[0].str()
+            raise KafkaProvisionError(f"kafka: cannot reach the broker at {self.bootstrap} (KAFKA_BOOTSTRAP_SERVERS, "
+                                      f"broker.kafka.bootstrap_servers): {reason}; start the broker or point "
+                                      "KAFKA_BOOTSTRAP_SERVERS at it") from None
         found: dict[str, tuple[int, int]] = {}
         for name, topic in metadata.topics.items():
             if topic.error is not None and topic.error.code() != KafkaError.LEADER_NOT_AVAILABLE:

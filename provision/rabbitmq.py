@@ -22,6 +22,7 @@ from topo.core.model import Topology
 from topo.provision.plan import Action, Broker, Change
 
 TIMEOUT = 60.0
+CONNECT_TIMEOUT = 6.0  # an unreachable management API is reported within 15 s
 
 
 class RabbitProvisionError(RuntimeError):
@@ -80,11 +81,14 @@ class RabbitBroker:
         url = f"{self.target.url}/api{path}"
         try:
             # verify per request: requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE override session.verify
-            response = self.session.request(method, url, timeout=TIMEOUT, verify=self.target.verify, **kwargs)
+            response = self.session.request(method, url, timeout=(CONNECT_TIMEOUT, TIMEOUT), verify=self.target.verify,
+                                            **kwargs)
         except requests.RequestException as exc:
-            raise RabbitProvisionError(f"{what}: cannot reach the RabbitMQ management API at {self.target.url} "
-                                       f"({type(exc).__name__}); is RabbitMQ up and RABBITMQ_MANAGEMENT_URL "
-                                       "right?") from exc
+            cause = "Connection refused" if "Connection refused" in str(exc) else type(exc).__name__
+            raise RabbitProvisionError(f"rabbitmq: {what}: cannot reach the management API at {self.target.url} "
+                                       f"(RABBITMQ_MANAGEMENT_URL, broker.rabbitmq.management_url): {cause}; start "
+                                       "RabbitMQ with the management plugin or point RABBITMQ_MANAGEMENT_URL at it"
+                                       ) from None
         if response.status_code == 401:
             raise RabbitProvisionError(f"{what}: the management API at {self.target.url} refused user "
                                        f"{self.target.user!r}: set RABBITMQ_MANAGEMENT_URL with user:password@ "

@@ -15,6 +15,7 @@ loop polls at least every POLL_INTERVAL_MAX, so the transport keeps its connecti
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import itertools
 import logging
@@ -25,6 +26,7 @@ from typing import Any
 
 from topo.core.model import ConsumerGroup, Topology
 from topo.core.model import Delivery as DeliveryMode
+from topo.runtime.connection_state import BrokerLink
 from topo.runtime.dedup import MemoryStore, ProcessedStore
 from topo.runtime.events import EventClasses
 from topo.runtime.handlers import BoundHandler
@@ -33,6 +35,7 @@ from topo.runtime.metrics import RuntimeMetrics
 from topo.runtime.settle import STREAM_OF, Settler
 from topo.runtime.transport.base import (
     POLL_INTERVAL_MAX,
+    BrokerUnreachable,
     ConsumeOptions,
     ConsumerTransport,
     Delivery,
@@ -209,7 +212,8 @@ class GroupRunner:
         stop fetching, finish the work already fetched within `shutdown_timeout`, settle,
         commit, and leave the group. With both `until` and `timeout`, reaching the timeout with
         `until()` still false raises `UntilTimeout` (after the drain); `timeout` alone is a
-        duration, not a failure."""
+        duration, not a failure. An unreachable or lost broker is reported once per change
+        (`BrokerLink`) and retried with backoff; a topology not applied raises NotProvisioned."""
         options = ConsumeOptions(max_in_flight=self.high_water,
                                  exactly_once=self.group.delivery is DeliveryMode.EXACTLY_ONCE
                                  and self.transport.supports_exactly_once,
@@ -218,22 +222,11 @@ class GroupRunner:
             log.warning("%s: delivery exactly_once needs Kafka transactions; on %s the group runs at-least-once "
                         "with dedup (side effects written through context.transaction stay exactly-once)",
                         self.group.name, self.transport.kind)
-        consumer = self._consumer = self.transport.open_consumer(self.group, options)
         self._start_workers()
         ends = None if timeout is None else time.monotonic() + timeout
+        link = BrokerLink(self.group.name, self.state)
         try:
-            consumer.subscribe(self)
-            if self.state is not None:
-                self.state.set_connected(True)
-            timed_out = False
-            while not self._stop.is_set():
-                if until is not None and until():
-                    break
-                if ends is not None and time.monotonic() > ends:
-                    timed_out = until is not None and not until()
-                    break
-                self._iterate(consumer)
-            self._drain(consumer)
+            timed_out = self._sessions(options, link, until, ends)
             if self.failure is not None:
                 raise RuntimeError(f"consumer group {self.group.name}: a worker crashed") from self.failure
             if timed_out:
@@ -251,10 +244,46 @@ class GroupRunner:
                 self.state.set_connected(False)
             for thread in self._threads:
                 thread.stop()
+
+    def _sessions(self, options: ConsumeOptions, link: BrokerLink, until: Callable[[], bool] | None,
+                  ends: float | None) -> bool:
+        """Consume, connecting first and again whenever the broker is unreachable or the
+        connection is lost (the lost streams were given up through `on_lost`); drain at the end.
+        Returns whether `ends` passed with `until()` still false."""
+        while True:
+            if not link.reach(lambda: self.transport.probe(group=self.group), self._stop, ends):
+                return ends is not None and until is not None and not until()
             try:
-                consumer.close()
+                consumer = self._consumer = self.transport.open_consumer(self.group, options)
+            except BrokerUnreachable as error:
+                link.down(str(error))
+                continue
+            try:
+                consumer.subscribe(self)
+                link.up()
+                timed_out = False
+                while not self._stop.is_set():
+                    if until is not None and until():
+                        break
+                    if ends is not None and time.monotonic() > ends:
+                        timed_out = until is not None and not until()
+                        break
+                    self._iterate(consumer)
+                    if consumer.connected is not link.connected:  # Kafka: the client reconnects by itself
+                        if consumer.connected:
+                            link.up()
+                        else:
+                            link.down(consumer.disconnect_reason)
+                self._drain(consumer)
+                return timed_out
+            except BrokerUnreachable as error:
+                link.down(str(error))
             finally:
-                self._consumer = None
+                try:
+                    with contextlib.suppress(BrokerUnreachable):
+                        consumer.close()
+                finally:
+                    self._consumer = None
 
     def _start_workers(self) -> None:
         metrics = self.metrics is not None

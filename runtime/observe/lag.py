@@ -139,11 +139,13 @@ class KafkaLagReader:
                  timeout: float = 15.0) -> None:
         from confluent_kafka.admin import AdminClient
 
+        from topo.runtime.transport.kafka.config import KAFKA_CLIENT_LOG
+
         self.topology = topology
         self.clock = clock
         self.timeout = timeout
-        # SASL and KAFKA_SSL_* as for every Kafka client
-        self.config: dict[str, str | int | float | bool] = {**kafka_config(topology.kafka)}
+        # SASL and KAFKA_SSL_* as for every Kafka client; librdkafka logs through Python logging
+        self.config: dict[str, Any] = {**kafka_config(topology.kafka), "logger": KAFKA_CLIENT_LOG}
         self.admin = AdminClient(self.config)
         self._consumer: Any = None
 
@@ -177,11 +179,17 @@ class KafkaLagReader:
         from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
         from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]
 
+        from topo.runtime.transport.kafka.config import KAFKA_CLIENT_LOG
+        from topo.runtime.transport.kafka.probe import PROBE_TIMEOUT, kafka_unreachable
+
         groups = tuple(groups)
-        try:
-            metadata = self.admin.list_topics(timeout=self.timeout)
+        try:  # a bounded wait for an unreachable broker: `topo lag` answers within 15 s
+            metadata = self.admin.list_topics(timeout=min(self.timeout, PROBE_TIMEOUT))
         except Exception as exc:
-            raise self._fail("reading topic metadata", exc) from exc
+            self.admin.poll(0)  # serve the client's logs: the latest connection failure says why
+            reason = KAFKA_CLIENT_LOG.last_failure or str(exc)
+            raise LagError(str(kafka_unreachable(self.topology.kafka, str(self.config["bootstrap.servers"]),
+                                                 reason))) from None
         partitions = {name: sorted(meta.partitions) for name, meta in metadata.topics.items() if meta.error is None}
         plans = {g.name: _kafka_plan(g, self.topology) for g in groups}
         wanted = {p.topic for plan in plans.values() for p in plan} | {g.kafka.dlq_topic for g in groups}
@@ -353,9 +361,10 @@ class RabbitLagReader:
                                         verify=self.endpoint.verify)
             response.raise_for_status()
         except requests.RequestException as exc:
-            raise LagError(f"RabbitMQ management API at {url}: {exc}; check that the node is up with the "
-                           "management plugin (make brokers-status) and RABBITMQ_MANAGEMENT_URL points at it, "
-                           "with a user allowed to read the vhost") from exc
+            raise LagError(f"rabbitmq: cannot read queues from the management API at {self.endpoint.url} "
+                           f"(RABBITMQ_MANAGEMENT_URL, broker.rabbitmq.management_url): {_reason(exc)}; start the node "
+                           "with the management plugin or point RABBITMQ_MANAGEMENT_URL at it, with a user allowed "
+                           "to read the vhost") from None
         return {str(q["name"]): q for q in response.json()}
 
     def read(self, groups: Iterable[ConsumerGroup]) -> Snapshot:
@@ -400,6 +409,19 @@ class RabbitLagReader:
         return StreamLag(name, index, kind, "", "", max(0, published - messages), published, messages, seconds,
                          int(info.get("messages_ready") or 0), int(info.get("messages_unacknowledged") or 0),
                          int(info.get("consumers") or 0))
+
+
+def _reason(error: requests.RequestException) -> str:
+    """The short cause of a failed request ("Connection refused", "401 Client Error: Unauthorized")."""
+    if isinstance(error, requests.HTTPError) and error.response is not None:
+        return f"HTTP {error.response.status_code} {error.response.reason}"
+    if isinstance(error, requests.Timeout):
+        return "no answer in time"
+    text = str(error)
+    for known in ("Connection refused", "Name or service not known", "No route to host", "certificate verify failed"):
+        if known in text:
+            return known
+    return type(error).__name__
 
 
 LagReader = KafkaLagReader | RabbitLagReader

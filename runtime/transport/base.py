@@ -46,6 +46,26 @@ class TransportError(Exception):
     """A broker operation failed; the message says which broker, which object and why."""
 
 
+class BrokerUnreachable(TransportError):
+    """No connection to the broker within the bounded wait: the message names the address (never
+    a password) and the setting that holds it."""
+
+
+class NotProvisioned(TransportError):
+    """A topic, exchange or queue of the topology does not exist: the topology is not applied."""
+
+    def __init__(self, broker: str, missing: str, topology: str) -> None:
+        self.broker = broker
+        self.missing = missing
+        self.topology = topology
+        super().__init__(self.explain("FILE"))
+
+    def explain(self, topology_file: str) -> str:
+        """The one-line error, with the fix naming `topology_file`."""
+        return (f"{self.broker}: {self.missing} does not exist (topology {self.topology} is not applied yet); "
+                f"run `topo apply -t {topology_file} --broker {self.broker}`")
+
+
 class Unsupported(TransportError):
     """The transport refuses a feature (e.g. exactly-once on RabbitMQ)."""
 
@@ -204,6 +224,10 @@ class ConsumerTransport(ABC):
     """
 
     kind: ClassVar[str]
+    # False while the client knows its broker to be unreachable and reconnects by itself (Kafka);
+    # a transport that cannot reconnect raises BrokerUnreachable from `poll` instead (RabbitMQ).
+    connected: bool = True
+    disconnect_reason: str = ""
 
     @abstractmethod
     def subscribe(self, listener: AssignmentListener) -> None:
@@ -394,6 +418,10 @@ class Transport(ABC):
     @abstractmethod
     def open_dead_letters(self, group: ConsumerGroup) -> DeadLetterReader:
         """Reader of the group's dead-letter destination."""
+
+    def probe(self, topics: Sequence[EventTopic] = (), group: ConsumerGroup | None = None) -> None:  # noqa: B027
+        """Connect within a bounded time and check that `topics` (and the group's plumbing) exist.
+        Raises BrokerUnreachable or NotProvisioned. Default: nothing to check (memory)."""
 
     def close(self) -> None:  # noqa: B027 - transports without shared state need nothing
         """Release anything shared between the clients this transport opened."""

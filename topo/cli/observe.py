@@ -17,14 +17,16 @@ from prometheus_client import CollectorRegistry
 from rich.console import Console
 from rich.table import Table
 
-from topo.cli.options import broker_option, group_option, json_option, topology_option
+from topo.cli.options import CliError, broker_option, group_option, json_option, topology_option
 from topo.cli.source import load, pick_groups
+from topo.core.client_logs import route_client_logs
 from topo.core.model import BrokerKind, ConsumerGroup, Topology
 from topo.runtime.observe.exporter import LagCollector
 from topo.runtime.observe.health import Verdict
 from topo.runtime.observe.lag import KIND_RETRY, LagError, Snapshot, open_reader
 from topo.runtime.observe.server import ObservabilityServer
 from topo.runtime.observe.status import ProgressTracker
+from topo.runtime.transport.base import NotProvisioned
 
 log = logging.getLogger("topo.observe")
 
@@ -101,13 +103,21 @@ def lag(topology_path: Path, groups: tuple[str, ...], broker: str | None, per_pa
     streams, dead letters not yet replayed, members and group state. --partitions adds the
     per-partition (per-queue) table; --json always holds every stream."""
     topology, selected = _topology(topology_path, groups)
+    route_client_logs(quiet=True)  # the error line below says what the clients would log
     reader = open_reader(topology, BrokerKind(broker) if broker else None)
     try:
         snapshot = reader.read(selected)
     except LagError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise CliError(str(exc)) from None
     finally:
         reader.close()
+    missing = [(group, name) for group in snapshot.groups for name in group.missing]
+    if missing:
+        group, name = missing[0]
+        what = f"topic {name}" if snapshot.broker == BrokerKind.KAFKA.value else f"queue {name!r}"
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise CliError(NotProvisioned(snapshot.broker, f"{what} of group {group.group}{more}",
+                                      topology.name).explain(str(topology_path)))
     if as_json:
         click.echo(json.dumps(snapshot_json(snapshot), indent=2, sort_keys=True))
     else:

@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
@@ -28,12 +28,13 @@ from topo.cli.options import (
     topology_option,
 )
 from topo.cli.source import check_source, generated_folder, load, pick_event, pick_group
-from topo.core.model import Topology
+from topo.core.client_logs import route_client_logs
+from topo.core.model import ConsumerGroup, EventTopic, Topology
 from topo.runtime.app import Runtime
 from topo.runtime.imports import ImportFailure, import_user_module
 from topo.runtime.process import tune_garbage_collector
 from topo.runtime.publisher import PublishError, validated_payload
-from topo.runtime.transport.base import Delivery, DeliveryReport, TransportError
+from topo.runtime.transport.base import Delivery, DeliveryReport, NotProvisioned, TransportError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -66,6 +67,25 @@ def payload_error(error: PublishError, chain_id: int | None) -> CliError:
     return ErrorLines([f"{problem}; pass --chain ID or put chain_id in --payload"
                        if problem.missing and problem.field == "payload.chain_id" and chain_id is None
                        else str(problem) for problem in error.problems])
+
+
+def broker_error(error: TransportError, topology_path: Path) -> CliError:
+    """One line for broker trouble; a topology not applied gets the `topo apply` naming its file."""
+    if isinstance(error, NotProvisioned):
+        return CliError(error.explain(str(topology_path)))
+    return CliError(str(error))
+
+
+def probe_broker(runtime: Runtime, topology_path: Path, topics: Sequence[EventTopic] = (),
+                 group: ConsumerGroup | None = None) -> None:
+    """Reach the broker within a bounded time and check `topics` / the group's plumbing exist;
+    a CliError (after closing `runtime`) when not. Client logs stay quiet: this line says it."""
+    route_client_logs(quiet=True)
+    try:
+        runtime.transport.probe(topics, group)
+    except TransportError as error:
+        runtime.close()
+        raise broker_error(error, topology_path) from None
 
 
 def import_from_current_directory() -> None:
@@ -101,6 +121,7 @@ def run(group_name: str, topology_path: Path, generated_dir: Path | None, broker
         log_level: str, gc_tuning: bool, strict: bool) -> None:
     """Run a consumer group's handlers until SIGTERM/SIGINT, then drain and exit."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    route_client_logs(debug=log_level == "debug")
     from topo.runtime.metrics import RuntimeMetrics
 
     topology = load(topology_path)
@@ -141,6 +162,8 @@ def run(group_name: str, topology_path: Path, generated_dir: Path | None, broker
         tune_garbage_collector()
     try:
         runner.run()
+    except TransportError as error:  # not applied, or a broker failure the runner cannot ride out
+        raise broker_error(error, topology_path) from None
     finally:
         runtime.close()
         if server is not None:
@@ -191,12 +214,16 @@ def publish(event: str, chain_id: int | None, payload_text: str, producer: str, 
     except PublishError as error:
         runtime.close()
         raise payload_error(error, chain_id) from None
+    chain = chain_id if chain_id is not None else payload.get("chain_id")
+    probe_broker(runtime, topology_path, [t for t in declared.topics if chain is None or t.chain_id == chain])
     reports: list[DeliveryReport] = []
     try:
         sent = runtime.publisher().publish(validated, chain_id, event_type=event, on_delivery=reports.append)
         runtime.publisher().flush(30)
     except PublishError as error:
         raise payload_error(error, chain_id) from None
+    except TransportError as error:
+        raise broker_error(error, topology_path) from None
     finally:
         runtime.close()
     if not reports or reports[0].error is not None:
@@ -249,11 +276,12 @@ def tail(events: tuple[str, ...], chains: tuple[int, ...], from_beginning: bool,
     if not topics:
         raise CliError(f"no topic of {', '.join(events)} on chain(s) {', '.join(map(str, chains))}")
     runtime = open_runtime(topology_path, topology, generated_dir, broker)
+    probe_broker(runtime, topology_path, topics)
     try:
         reader = runtime.transport.open_tail(topics, from_beginning)
     except TransportError as error:
         runtime.close()
-        raise CliError(str(error)) from None
+        raise broker_error(error, topology_path) from None
     stop = threading.Event()
     register_signals(stop.set)
     shown = 0

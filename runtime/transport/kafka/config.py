@@ -9,9 +9,13 @@ from typing import Any
 
 from confluent_kafka import Message
 
+from topo.core.client_logs import KafkaClientLog
 from topo.core.connect import kafka_config
 from topo.core.model import KafkaSettings
 from topo.runtime.transport.base import Delivery
+
+# librdkafka logs through Python logging (never raw `%3|...|FAIL|` lines on stderr).
+KAFKA_CLIENT_LOG = KafkaClientLog()
 
 PRODUCER_TUNING = {
     "enable.idempotence": True,
@@ -28,8 +32,9 @@ KeyedHeaders = list[tuple[str, str | bytes | None]]
 
 def client_config(settings: KafkaSettings, client_id: str) -> dict[str, Any]:
     """The core's settings for every Kafka client (bootstrap servers, SASL, TLS files from
-    KAFKA_SSL_*; `${VAR}` references expanded now), named `client_id` for the broker's logs."""
-    return {**kafka_config(settings), "client.id": client_id}
+    KAFKA_SSL_*; `${VAR}` references expanded now), named `client_id` for the broker's logs; the
+    client logs through `KAFKA_CLIENT_LOG` (topo.core.client_logs)."""
+    return {**kafka_config(settings), "client.id": client_id, "logger": KAFKA_CLIENT_LOG}
 
 
 def decode_headers(raw: Any) -> dict[str, str]:

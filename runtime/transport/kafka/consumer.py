@@ -32,10 +32,12 @@ from topo.runtime.transport.base import (
     Unsupported,
 )
 from topo.runtime.transport.kafka.config import PRODUCER_TUNING, client_config, deliveries_of, encode_headers
+from topo.runtime.transport.kafka.probe import kafka_unreachable
 from topo.runtime.transport.offsets import OffsetTracker
 
 log = logging.getLogger("topo.runtime.kafka")
 
+RECONNECT_CHECK = 2.0  # seconds between metadata requests while the broker is unreachable
 COMMIT_INTERVAL = 0.2  # seconds between asynchronous commits of settled offsets
 STREAM_OF = operator.attrgetter("source", "partition")
 OFFSET_OF = operator.attrgetter("offset")
@@ -47,8 +49,11 @@ class KafkaConsumer(ConsumerTransport):
     def __init__(self, topology: Topology, group: ConsumerGroup, options: ConsumeOptions) -> None:
         self.group = group
         self.options = options
+        self.settings = topology.kafka
+        self.last_reconnect_check = 0.0
         member = options.client_id or uuid.uuid4().hex[:8]
         base = client_config(topology.kafka, f"topo-{group.name}-{member}")
+        self.servers = str(base["bootstrap.servers"])
         self.consumer = Consumer({
             **base,
             "group.id": group.kafka.group_id,
@@ -65,6 +70,7 @@ class KafkaConsumer(ConsumerTransport):
             "session.timeout.ms": 10000,
             "heartbeat.interval.ms": 1000,
             "fetch.wait.max.ms": 100,
+            "error_cb": self._on_client_error,
         })
         producer_config = {**base, **PRODUCER_TUNING, "linger.ms": 1}
         self.transactional = options.exactly_once
@@ -122,8 +128,30 @@ class KafkaConsumer(ConsumerTransport):
     def assignment(self) -> list[StreamId]:
         return list(self.trackers)
 
+    # -- connection state (librdkafka reconnects by itself; the runner reports the changes)
+    def _on_client_error(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self.connected = False
+            self.disconnect_reason = kafka_unreachable(self.settings, self.servers, error.str()).args[0]
+        else:
+            log.warning("kafka: group %s: %s", self.group.name, error.str())
+
+    def _check_reconnected(self) -> None:
+        """While disconnected, ask for metadata every RECONNECT_CHECK seconds (briefly)."""
+        now = time.monotonic()
+        if now - self.last_reconnect_check < RECONNECT_CHECK:
+            return
+        self.last_reconnect_check = now
+        try:
+            self.consumer.list_topics(timeout=0.5)
+        except KafkaException:
+            return
+        self.connected = True
+
     # -- fetching
     def poll(self, max_messages: int, timeout: float) -> list[Delivery]:
+        if not self.connected:
+            self._check_reconnected()
         self.producer.poll(0)
         if self.failed_copies:
             copies, self.failed_copies = self.failed_copies, []

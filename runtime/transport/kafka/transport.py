@@ -10,6 +10,7 @@ from topo.runtime.transport.base import ConsumeOptions, Transport
 from topo.runtime.transport.kafka.config import client_config
 from topo.runtime.transport.kafka.consumer import KafkaConsumer
 from topo.runtime.transport.kafka.dead_letters import KafkaDeadLetters
+from topo.runtime.transport.kafka.probe import group_topics, probe
 from topo.runtime.transport.kafka.publisher import KafkaPublisher
 from topo.runtime.transport.kafka.tail import KafkaTail
 
@@ -27,6 +28,10 @@ class KafkaTransport(Transport):
 
     def open_tail(self, topics: Sequence[EventTopic], from_beginning: bool = False) -> KafkaTail:
         return KafkaTail(self.topology, [t.topic for t in topics], from_beginning)
+
+    def probe(self, topics: Sequence[EventTopic] = (), group: ConsumerGroup | None = None) -> None:
+        names = [t.topic for t in topics] + (group_topics(group) if group is not None else [])
+        probe(self.topology, sorted(set(names)))
 
     def open_dead_letters(self, group: ConsumerGroup) -> KafkaDeadLetters:
         return KafkaDeadLetters(self.topology, group)

@@ -16,9 +16,9 @@ import pika.exceptions
 from topo.core.connect import amqp_endpoint
 from topo.core.interpolate import UnsetVariableError
 from topo.core.model import RabbitSettings
-from topo.runtime.transport.base import TransportError
+from topo.runtime.transport.base import BrokerUnreachable, TransportError
 
-CONNECT_TIMEOUT = 15.0
+CONNECT_TIMEOUT = 8.0  # seconds: socket connect and AMQP handshake, so every command answers within 15 s
 AMQP_ERRORS: tuple[type[BaseException], ...] = (pika.exceptions.AMQPError, OSError)
 # add_callback_threadsafe on a connection whose I/O loop already ended
 CLOSED_LOOP_ERRORS: tuple[type[BaseException], ...] = (*AMQP_ERRORS, RuntimeError)
@@ -48,6 +48,10 @@ def connection_parameters(settings: RabbitSettings, role: str, url: str | None =
         except (OSError, ValueError) as error:  # unreadable or mismatched CA, certificate or key files
             raise TransportError(f"RabbitMQ TLS files {endpoint.tls!r} (RABBITMQ_SSL_*) are unusable: "
                                  f"{describe(error)}") from error
+    if "socket_timeout" not in query:
+        params.socket_timeout = CONNECT_TIMEOUT
+    if "stack_timeout" not in query:
+        params.stack_timeout = CONNECT_TIMEOUT
     properties = dict(params.client_properties or {})
     properties["connection_name"] = f"topo {role} pid {os.getpid()}"
     params.client_properties = properties
@@ -64,8 +68,26 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}"
 
 
+def connect_failure(params: pika.URLParameters, error: BaseException) -> BrokerUnreachable:
+    """One line for a connection that could not be opened: refused address, refused credentials
+    (the user is named, never the password) or unknown vhost, with the setting to fix."""
+    if isinstance(error, pika.exceptions.ProbableAuthenticationError):
+        reason = f"the broker refused the credentials of user {params.credentials.username!r}"
+        fix = "fix the user and password in RABBITMQ_URL (broker.rabbitmq.url)"
+    elif isinstance(error, pika.exceptions.ProbableAccessDeniedError):
+        reason = f"vhost {params.virtual_host!r} does not exist or user {params.credentials.username!r} may not use it"
+        fix = "fix the vhost in RABBITMQ_URL (broker.rabbitmq.url) or grant the user access"
+    else:
+        cause = error.args[0] if isinstance(error, pika.exceptions.AMQPConnectionError) and error.args else error
+        inner = getattr(cause, "exception", None) or cause  # pika wraps the socket error
+        reason = (str(inner.strerror) if isinstance(inner, OSError) and inner.strerror
+                  else str(inner) or type(inner).__name__)
+        fix = "start the broker or point RABBITMQ_URL (broker.rabbitmq.url) at it"
+    return BrokerUnreachable(f"rabbitmq: cannot connect to {where(params)}: {reason}; {fix}")
+
+
 def connect(params: pika.URLParameters) -> pika.BlockingConnection:
     try:
         return pika.BlockingConnection(params)
     except AMQP_ERRORS as error:
-        raise TransportError(f"cannot connect to {where(params)}: {describe(error)}; {CHECK_URL}") from error
+        raise connect_failure(params, error) from error

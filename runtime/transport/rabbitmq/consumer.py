@@ -26,6 +26,7 @@ from topo.core import headers as hdr
 from topo.core.model import ConsumerGroup, EventTopic, Topology
 from topo.runtime.transport.base import (
     AssignmentListener,
+    BrokerUnreachable,
     ConsumeOptions,
     ConsumerTransport,
     Delivery,
@@ -131,7 +132,7 @@ class RabbitMQConsumer(QueueHandOver, ConsumerTransport):
     # ---- failures
 
     def _gone(self) -> TransportError:
-        return TransportError(f"consumer connection to {where(self._params)} is gone: {self._broken}; "
+        return BrokerUnreachable(f"consumer connection to {where(self._params)} is gone: {self._broken}; "
                               "unacknowledged deliveries return to their queues")
 
     def _check_usable(self) -> None:
@@ -155,7 +156,7 @@ class RabbitMQConsumer(QueueHandOver, ConsumerTransport):
         try:
             self._lose(error)
         except TransportError as lost:
-            raise TransportError(f"{doing}: {lost}") from error
+            raise BrokerUnreachable(f"{doing}: {lost}") from error
 
     def subscribe(self, listener: AssignmentListener) -> None:
         self._check_usable()

@@ -23,12 +23,19 @@ import pika
 import pika.spec
 
 from topo.core.model import EventTopic
-from topo.runtime.transport.base import DeliveryCallback, DeliveryReport, PublisherTransport, TransportError
+from topo.runtime.transport.base import (
+    BrokerUnreachable,
+    DeliveryCallback,
+    DeliveryReport,
+    PublisherTransport,
+    TransportError,
+)
 from topo.runtime.transport.rabbitmq.connection import (
     AMQP_ERRORS,
     CHECK_URL,
     CLOSED_LOOP_ERRORS,
     CONNECT_TIMEOUT,
+    connect_failure,
     describe,
     where,
 )
@@ -71,6 +78,7 @@ class RabbitMQPublisher(PublisherTransport):
         self._connection: Any = None
         self._channel: Any = None
         self._ready = threading.Event()
+        self._open_error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=f"topo-rabbitmq-publisher-{next(_counter)}",
                                         daemon=True)
         self._thread.start()
@@ -78,7 +86,10 @@ class RabbitMQPublisher(PublisherTransport):
             self._failure = self._failure or f"no answer within {CONNECT_TIMEOUT:.0f}s"
         if self._failure is not None:
             self._stop_io()
-            raise TransportError(f"cannot open a publisher to {where(params)}: {self._failure}; {CHECK_URL}")
+            if self._open_error is not None:
+                raise connect_failure(params, self._open_error)
+            raise BrokerUnreachable(f"rabbitmq: cannot open a publisher to {where(params)}: {self._failure}; "
+                                    f"{CHECK_URL}")
 
     # ---- caller side
 
@@ -193,6 +204,7 @@ class RabbitMQPublisher(PublisherTransport):
         channel.confirm_delivery(self._on_confirm, callback=lambda _frame: self._ready.set())
 
     def _on_open_error(self, connection: Any, error: BaseException) -> None:
+        self._open_error = error
         self._fail(describe(error))
         self._ready.set()
         connection.ioloop.stop()

@@ -24,6 +24,7 @@ from topo.runtime.transport.rabbitmq.connection import AMQP_ERRORS, connect, con
 from topo.runtime.transport.rabbitmq.consumer import RabbitMQConsumer
 from topo.runtime.transport.rabbitmq.dead_letters import RabbitMQDeadLetters
 from topo.runtime.transport.rabbitmq.declare import declare
+from topo.runtime.transport.rabbitmq.probe import probe
 from topo.runtime.transport.rabbitmq.publisher import RabbitMQPublisher
 from topo.runtime.transport.rabbitmq.tail import RabbitMQTail
 
@@ -88,6 +89,9 @@ class RabbitMQTransport(Transport):
     def open_tail(self, topics: Sequence[EventTopic], from_beginning: bool = False) -> Tail:
         # RabbitMQ keeps no history for a new queue: a tail sees events published after it started.
         return RabbitMQTail(self._params("tail"), self.topology, topics)
+
+    def probe(self, topics: Sequence[EventTopic] = (), group: ConsumerGroup | None = None) -> None:
+        probe(self._params("probe"), self.topology, exchange=bool(topics), group=group)
 
     def open_dead_letters(self, group: ConsumerGroup) -> DeadLetterReader:
         return RabbitMQDeadLetters(self._params(f"dead letters {group.name}"), self.topology, group)
