@@ -2,8 +2,8 @@
 
 Built-in kinds are checked against the Kubernetes OpenAPI schemas bundled by `kubernetes-validate`
 (strict: an unknown field fails); custom resources (KEDA, Strimzi, RabbitMQ's topology operator,
-the Prometheus Operator) against their CRD's openAPIV3Schema in the shared crds folder (see
-test_manifests.py). `kubectl kustomize` (offline; kubectl bundles kustomize) builds the generated
+the Prometheus Operator) against their CRD's openAPIV3Schema (the shared crds folder, see test_manifests.py, and
+tests/fixtures/crds/). `kubectl kustomize` (offline; kubectl bundles kustomize) builds the generated
 kustomization and the documented overlay that adds the Secret from the user's secrets.env.
 """
 
@@ -35,8 +35,12 @@ CRD_FILES = {
     ("rabbitmq.com", "Queue"): "rabbitmq-queues.crd.yaml",
     ("rabbitmq.com", "Binding"): "rabbitmq-bindings.crd.yaml",
     ("keda.sh", "ScaledObject"): "keda-scaledobject.crd.yaml",
-    ("monitoring.coreos.com", "ServiceMonitor"): "prometheus-servicemonitor.crd.yaml",
-    ("monitoring.coreos.com", "PodMonitor"): "prometheus-podmonitor.crd.yaml",
+}
+# Not in shared/crds: kept with the tests (tests/fixtures/crds/README.md names their source).
+VENDORED_CRDS = Path(__file__).resolve().parents[1] / "fixtures" / "crds"
+CRD_PATHS = {key: CRDS / name for key, name in CRD_FILES.items()} | {
+    ("monitoring.coreos.com", "ServiceMonitor"): VENDORED_CRDS / "prometheus-servicemonitor.crd.yaml",
+    ("monitoring.coreos.com", "PodMonitor"): VENDORED_CRDS / "prometheus-podmonitor.crd.yaml",
 }
 KUBERNETES_VERSION = kubernetes_validate.latest_version()
 BROKER_OBJECTS = {"KafkaTopic", "Exchange", "Queue", "Binding"}
@@ -66,7 +70,7 @@ TOPOLOGIES = {"reference": lambda: resolve(REFERENCE), "rabbitmq": lambda: resol
 
 @functools.cache
 def crd_validator(group: str, kind: str, version: str) -> jsonschema.Draft7Validator:
-    crd = yaml.safe_load((CRDS / CRD_FILES[(group, kind)]).read_text())
+    crd = yaml.safe_load(CRD_PATHS[(group, kind)].read_text())
     served = {v["name"]: v for v in crd["spec"]["versions"] if v.get("served")}
     assert version in served, f"{kind} {version} is not served by the CRD (served: {sorted(served)})"
     return jsonschema.Draft7Validator(served[version]["schema"]["openAPIV3Schema"])
@@ -74,7 +78,7 @@ def crd_validator(group: str, kind: str, version: str) -> jsonschema.Draft7Valid
 
 def validate(document: dict[str, Any]) -> None:
     group, _, version = document["apiVersion"].rpartition("/")
-    if (group, document["kind"]) in CRD_FILES:
+    if (group, document["kind"]) in CRD_PATHS:
         crd_validator(group, document["kind"], version).validate(document)
     else:
         kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
