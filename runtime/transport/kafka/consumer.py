@@ -31,7 +31,13 @@ from topo.runtime.transport.base import (
     TransportError,
     Unsupported,
 )
-from topo.runtime.transport.kafka.config import PRODUCER_TUNING, client_config, deliveries_of, encode_headers
+from topo.runtime.transport.kafka.config import (
+    KAFKA_CLIENT_LOG,
+    PRODUCER_TUNING,
+    client_config,
+    deliveries_of,
+    encode_headers,
+)
 from topo.runtime.transport.kafka.probe import kafka_unreachable
 from topo.runtime.transport.offsets import OffsetTracker
 
@@ -133,8 +139,9 @@ class KafkaConsumer(ConsumerTransport):
         if error.code() == KafkaError._ALL_BROKERS_DOWN:
             self.connected = False
             self.disconnect_reason = kafka_unreachable(self.settings, self.servers, error.str()).args[0]
-        else:
-            log.warning("kafka: group %s: %s", self.group.name, error.str())
+        else:  # through the client logger: deduplicated; a dropped connection is the line above's business
+            level = logging.INFO if error.code() == KafkaError._TRANSPORT else logging.WARNING
+            KAFKA_CLIENT_LOG.logger.log(level, "group %s: %s", self.group.name, error.str())
 
     def _check_reconnected(self) -> None:
         """While disconnected, ask for metadata every RECONNECT_CHECK seconds (briefly)."""
