@@ -38,7 +38,7 @@ import yaml
 from tests.cli.support import generated, small_doc, write_yaml
 from tests.runtime.topologies import compile_topology, provision_rabbitmq
 from tests.support.waiting import wait_until
-from topo.core.client_logs import KafkaClientLog, RepeatFilter
+from topo.core.client_logs import KafkaClientLog, RepeatFilter, route_client_logs
 from topo.runtime.app import Runtime
 from topo.runtime.connection_state import BrokerLink
 from topo.runtime.observe.health import RuntimeState
@@ -256,8 +256,20 @@ def relay(rabbit_vhost: Any) -> Iterator[Relay]:
     made.close()
 
 
+@pytest.fixture
+def client_log_levels() -> Iterator[None]:
+    """`route_client_logs()` as `topo run` calls it, undone after the test."""
+    names = ("pika", "pika.adapters", "topo.client.kafka")
+    levels = {name: logging.getLogger(name).level for name in names}
+    route_client_logs()
+    yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+
+
 def test_a_running_consumer_reports_a_lost_and_restored_broker_once_each(
-        rabbit_vhost: Any, relay: Relay, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        rabbit_vhost: Any, relay: Relay, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        client_log_levels: None) -> None:
     caplog.set_level(logging.INFO, "topo.runtime")
     doc = small_doc(f"bt{uuid.uuid4().hex[:8]}", ("indexer",))
     doc["broker"]["kind"] = "rabbitmq"
@@ -290,6 +302,9 @@ def test_a_running_consumer_reports_a_lost_and_restored_broker_once_each(
     lost = [line for line in said if "broker connection lost" in line]
     assert len(lost) == 1 and f"127.0.0.1:{relay.port}" in lost[0] and parts.password not in lost[0], said
     assert len([line for line in said if "broker connection restored" in line]) == 1, said
+    client = [record.getMessage() for record in caplog.records
+              if record.name.startswith("pika") and record.levelno >= logging.WARNING]
+    assert not client, client  # pika's own account of the cut connection stays below the default level
 
 
 def test_broker_link_reports_each_change_once(caplog: pytest.LogCaptureFixture) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 KAFKA_LOGGER = "topo.client.kafka"
 PIKA_LOGGER = "pika"
+PIKA_CONNECTION_LOGGER = "pika.adapters"
 CLIENT_LOGGERS = (KAFKA_LOGGER, PIKA_LOGGER)
 REPEAT_WINDOW = 60.0  # seconds during which a repeated client message is counted, not printed
 
@@ -115,11 +116,14 @@ def client_logs_silenced(name: str) -> Iterator[None]:
 
 def route_client_logs(debug: bool = False, quiet: bool = False) -> None:
     """Client logs at WARNING (DEBUG when `debug`; nothing below CRITICAL when `quiet`, for
-    one-shot commands whose own error line says what failed), repeats filtered on every handler
-    of the root logger. Idempotent."""
+    one-shot commands whose own error line says what failed; pika's connection life cycle only
+    when `debug`), repeats filtered on every handler of the root logger. Idempotent."""
     level = logging.DEBUG if debug else logging.CRITICAL if quiet else logging.WARNING
     for name in CLIENT_LOGGERS:
         logging.getLogger(name).setLevel(level)
+    # pika's connection life cycle (socket EOF, refused, workflow failed, with tracebacks) is what
+    # topo reports itself in one line per change; channel-level warnings stay.
+    logging.getLogger(PIKA_CONNECTION_LOGGER).setLevel(logging.DEBUG if debug else logging.CRITICAL)
     handlers = logging.getLogger().handlers or ([logging.lastResort] if logging.lastResort else [])
     for handler in handlers:
         if not any(isinstance(f, RepeatFilter) for f in handler.filters):
