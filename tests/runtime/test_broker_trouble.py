@@ -361,3 +361,26 @@ def test_librdkafka_connection_failures_are_demoted_and_remembered(caplog: pytes
     assert client_log.last_failure == "Connect to ipv4#127.0.0.1:1 failed: Connection refused"
     assert [(r.levelno, r.getMessage().split(" ")[0]) for r in caplog.records] == [
         (logging.INFO, "FAIL"), (logging.WARNING, "CONFWARN")]
+
+
+def test_a_kafka_consumer_reports_all_brokers_down_and_notices_when_they_answer_again(
+        kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """librdkafka reconnects by itself: its all-brokers-down error marks the consumer
+    disconnected (the runner reports it), and a metadata answer while polling marks it connected."""
+    from confluent_kafka import KafkaError
+
+    from topo.runtime.transport.base import ConsumeOptions
+    from topo.runtime.transport.kafka.consumer import KafkaConsumer
+
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    topology = compile_topology(small_doc(f"bt{uuid.uuid4().hex[:8]}", ("indexer",)), tmp_path)
+    consumer = KafkaConsumer(topology, topology.group("indexer"), ConsumeOptions(max_in_flight=10))
+    try:
+        assert consumer.connected
+        consumer._on_client_error(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+        assert not consumer.connected
+        assert kafka_bootstrap in consumer.disconnect_reason and "KAFKA_BOOTSTRAP_SERVERS" in consumer.disconnect_reason
+        wait_until(lambda: consumer.poll(1, 0.1) is not None and consumer.connected, 15,
+                   "a metadata answer to mark the consumer connected again")
+    finally:
+        consumer.close()
