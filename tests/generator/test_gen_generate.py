@@ -116,8 +116,10 @@ def test_files_of_a_removed_event_disappear(topo: Invoke, output_copy: Path, tmp
 
 def test_an_invalid_topology_leaves_the_output_untouched(topo: Invoke, output_copy: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken.yaml"
-    broken.write_text(REFERENCE.read_text().replace("subscribes: [token.transfer]\n    delivery",
-                                                    "subscribes: [token.transfers]\n    delivery"))
+    source = REFERENCE.read_text()
+    text = source.replace("subscribes: [token.transfer]\n", "subscribes: [token.transfers]\n", 1)
+    assert text != source, "the reference topology no longer has the subscription this test misspells"
+    broken.write_text(text)
     before = snapshot(output_copy.parent)
     result = topo("generate", str(broken), "-o", str(output_copy))
     assert result.exit_code == 1
