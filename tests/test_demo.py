@@ -8,7 +8,6 @@ itself is rendered from the same rows in memory below.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
@@ -24,6 +23,7 @@ import yaml
 from rich.console import Console
 
 from examples.dashboard import Dashboard, LastLines
+from tests.support.kafka_cleanup import delete_topology_leftovers
 from tests.support.waiting import wait_until
 from tests.test_quick_tour import REPO_ROOT, TOPO, isolated_copy
 from topo.generator.load import load_topology
@@ -43,15 +43,7 @@ def demo_folder(tmp_path: Path, unique_name: str, kafka_bootstrap: str, kafka_ad
         subprocess.run([str(TOPO), *words], cwd=tmp_path, env=environment(tmp_path, kafka_bootstrap), check=True,
                        capture_output=True, timeout=SETUP_TIMEOUT)
     yield tmp_path
-    topics = [topic for topic in kafka_admin.list_topics(timeout=30).topics if topic.startswith(unique_name)]
-    if topics:
-        for future in kafka_admin.delete_topics(topics, operation_timeout=60).values():
-            future.result(timeout=60)
-    groups = yaml.safe_load((tmp_path / "topology.yaml").read_text())["consumer_groups"]
-    for future in kafka_admin.delete_consumer_groups([f"{unique_name}.{g}" for g in groups],
-                                                     request_timeout=30).values():
-        with contextlib.suppress(Exception):  # a group that never committed does not exist
-            future.result(timeout=30)
+    delete_topology_leftovers(kafka_admin, unique_name)
 
 
 def environment(folder: Path, kafka_bootstrap: str) -> dict[str, str]:

@@ -22,7 +22,6 @@ Unmarked shell, YAML and JSON blocks are illustrations and are not run.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shlex
@@ -35,6 +34,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.kafka_cleanup import delete_topology_leftovers
 from tests.test_quick_tour import isolated_copy
 from topo.core.names import events_module
 
@@ -151,16 +151,7 @@ def kafka_copy(tmp_path: Path, unique_name: str, kafka_bootstrap: str, kafka_adm
                                    text=True, timeout=RUN_TIMEOUT, check=False)
         assert completed.returncode == 0, f"topo {shlex.join(command)}: {completed.stdout}\n{completed.stderr}"
     yield tmp_path, environment
-    groups = [g.group_id for g in kafka_admin.list_consumer_groups(request_timeout=30).result(timeout=30).valid
-              if g.group_id.startswith(f"{unique_name}.")]
-    if groups:
-        for future in kafka_admin.delete_consumer_groups(groups, request_timeout=30).values():
-            with contextlib.suppress(Exception):  # a group still leaving is deleted by retention
-                future.result(timeout=30)
-    topics = [topic for topic in kafka_admin.list_topics(timeout=30).topics if topic.startswith(unique_name)]
-    if topics:
-        for future in kafka_admin.delete_topics(topics, operation_timeout=60).values():
-            future.result(timeout=60)
+    delete_topology_leftovers(kafka_admin, unique_name)
 
 
 @pytest.mark.parametrize("example", selected("kafka"))

@@ -9,7 +9,6 @@ machine. The install takes under a minute; it is done once for the module.
 
 from __future__ import annotations
 
-import contextlib
 import filecmp
 import json
 import os
@@ -31,6 +30,7 @@ import requests
 import yaml
 
 from tests.support import dockerfile
+from tests.support.kafka_cleanup import delete_topology_leftovers
 from tests.support.waiting import wait_until
 from tests.test_quick_tour import README, UUID, isolated_copy, tour_commands
 
@@ -199,13 +199,7 @@ def image_context(tmp_path: Path, unique_name: str, kafka_admin: Any) -> Iterato
     context.mkdir()
     isolated_copy(context, unique_name)
     yield context
-    topics = [topic for topic in kafka_admin.list_topics(timeout=30).topics if topic.startswith(unique_name)]
-    if topics:
-        for future in kafka_admin.delete_topics(topics, operation_timeout=60).values():
-            future.result(timeout=60)
-    for future in kafka_admin.delete_consumer_groups([f"{unique_name}.notifications"], request_timeout=30).values():
-        with contextlib.suppress(Exception):  # a group that never committed does not exist: nothing to delete
-            future.result(timeout=30)
+    delete_topology_leftovers(kafka_admin, unique_name)
 
 
 def container_environment(container: dict[str, Any], config_map: dict[str, Any]) -> dict[str, str]:

@@ -12,7 +12,6 @@ Then every other group of the reference topology is started the same way (`topo 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -28,6 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.kafka_cleanup import delete_topology_leftovers
 from tests.support.waiting import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -102,15 +102,7 @@ def tour_folder(tmp_path: Path, unique_name: str, kafka_admin: Any) -> Iterator[
     """The isolated copy; the test's topics and consumer groups are deleted afterwards."""
     isolated_copy(tmp_path, unique_name)
     yield tmp_path
-    topics = [topic for topic in kafka_admin.list_topics(timeout=30).topics if topic.startswith(unique_name)]
-    if topics:
-        for future in kafka_admin.delete_topics(topics, operation_timeout=60).values():
-            future.result(timeout=60)
-    groups = [f"{unique_name}.{group}" for group in yaml.safe_load((tmp_path / "topology.yaml").read_text())
-              ["consumer_groups"]]
-    for future in kafka_admin.delete_consumer_groups(groups, request_timeout=30).values():
-        with contextlib.suppress(Exception):  # a group that never committed does not exist: nothing to delete
-            future.result(timeout=30)
+    delete_topology_leftovers(kafka_admin, unique_name)
 
 
 def executable(words: list[str]) -> list[str]:

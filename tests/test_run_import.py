@@ -7,7 +7,6 @@ The topology is an isolated copy of the reference one whose fee-oracle names no 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.kafka_cleanup import delete_topology_leftovers
 from tests.support.waiting import wait_until
 from tests.test_quick_tour import SAMPLE_PAYLOADS, TOPO, isolated_copy
 
@@ -48,13 +48,7 @@ def folder(tmp_path: Path, unique_name: str, kafka_bootstrap: str, kafka_admin: 
         subprocess.run([str(TOPO), *words], cwd=tmp_path, env=environment(tmp_path, kafka_bootstrap), check=True,
                        capture_output=True, timeout=TIMEOUT)
     yield tmp_path
-    topics = [topic for topic in kafka_admin.list_topics(timeout=30).topics if topic.startswith(unique_name)]
-    if topics:
-        for future in kafka_admin.delete_topics(topics, operation_timeout=60).values():
-            future.result(timeout=60)
-    for future in kafka_admin.delete_consumer_groups([f"{unique_name}.fee-oracle"], request_timeout=30).values():
-        with contextlib.suppress(Exception):  # never committed: nothing to delete
-            future.result(timeout=30)
+    delete_topology_leftovers(kafka_admin, unique_name)
 
 
 def environment(folder: Path, kafka_bootstrap: str) -> dict[str, str]:
