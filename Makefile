@@ -14,14 +14,14 @@ $(STAMP): pyproject.toml setup.py
 	touch $(STAMP)
 
 generate: $(STAMP)
-	$(BIN)/topo generate topology.yaml -o generated
+	$(BIN)/topo generate -t topology.yaml -o generated
 
 check: $(STAMP)
-	$(BIN)/topo generate topology.yaml -o generated --check
+	$(BIN)/topo generate -t topology.yaml -o generated --check
 
 test: $(STAMP)
 	$(MAKE) brokers-up
-	$(BIN)/topo generate topology.yaml -o generated --check
+	$(BIN)/topo generate -t topology.yaml -o generated --check
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
