@@ -110,11 +110,13 @@ class Publisher:
 
     def publish(self, payload: BaseModel | Mapping[str, Any], chain_id: int | None = None, *,
                 event_type: str | None = None, event_id: UUID | None = None,
-                on_delivery: Callable[[DeliveryReport], None] | None = None) -> Published:
+                on_delivery: Callable[[DeliveryReport], None] | None = None,
+                headers: Mapping[str, str] | None = None) -> Published:
         """Publish one event. `payload` is an instance of a generated payload class, or a mapping
         together with `event_type`. `chain_id` defaults to the payload's; when given it must
-        match. Raises PublishError (nothing sent) for an undeclared event type, a chain the
-        event is not declared on, or an invalid payload."""
+        match. `headers` travel with the event (e.g. a W3C `traceparent` / `tracestate`), through
+        retries, dead letters and replays. Raises PublishError (nothing sent) for an undeclared
+        event type, a chain the event is not declared on, or an invalid payload."""
         payload = self._payload(payload, event_type)
         kind = type(payload).EVENT_TYPE  # type: ignore[attr-defined]
         route = self._routes[kind]
@@ -135,7 +137,7 @@ class Publisher:
         ))
         callback = self._callback(kind, payload_chain, on_delivery)
         with self._lock:
-            self.transport.publish(topic, key, body, None, callback)
+            self.transport.publish(topic, key, body, headers, callback)
         return Published(event_id=identity, event_type=kind, chain_id=payload_chain, key=key, topic=topic)
 
     def _payload(self, payload: BaseModel | Mapping[str, Any], event_type: str | None) -> BaseModel:

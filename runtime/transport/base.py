@@ -153,6 +153,15 @@ class ConsumeOptions:
     client_id: str = ""
 
 
+def replay_topic(group: ConsumerGroup) -> str:
+    """The Kafka topic that re-delivers to `group` alone: its first retry topic (the group's
+    consumers read it; no other group does)."""
+    if not group.kafka.retry_topics:
+        raise Unsupported(f"group {group.name} has no retry topic on Kafka (every subscription is ordered), "
+                          "so nothing re-delivers to it alone; replay to every subscribed group with --all-groups")
+    return group.kafka.retry_topics[0].name
+
+
 class PublisherTransport(ABC):
     """Sends envelope bytes to event topics. One per process is plenty.
 
@@ -179,6 +188,16 @@ class PublisherTransport(ABC):
         """Like `publish` but to a raw destination: a Kafka topic name, or a RabbitMQ routing key
         on the topology exchange. Used to re-publish (dead-letter replay) to an original topic
         recorded in a header."""
+
+    def redeliver(self, group: ConsumerGroup, original: str, key: str | None, body: bytes,
+                  headers: Mapping[str, str], on_delivery: DeliveryCallback | None = None) -> None:
+        """Re-deliver one event to `group` alone (`topo dlq replay --group`), never to the other
+        groups subscribed to its topic: Kafka and memory: the group's first retry topic (a copy with
+        no x-topo-retry-due-ms is due at once; `headers` carry x-topo-original-topic = `original`);
+        RabbitMQ: the group's own exchange with routing key `original` (its hash exchange picks the
+        key's work queue). Raises Unsupported where the group has no such path (a Kafka group whose
+        subscriptions are all ordered has no retry topic)."""
+        raise Unsupported(f"{type(self).__name__} cannot re-deliver to one group")
 
     @abstractmethod
     def poll(self, timeout: float = 0.0) -> int:
@@ -345,13 +364,12 @@ class ReplayRecord:
     count: int | None = None
 
     def replayed_at(self, letter: Delivery) -> str | None:
-        """None: not replayed; its replay's x-topo-replayed-at; "" when replayed before the remembered replays."""
-        if letter.offset >= self.positions.get(letter.partition, 0):
-            return None
+        """None: not replayed; its replay's x-topo-replayed-at; "" when replayed before the remembered
+        replays. A filtered replay (`--event-id`, `--since`) may record ranges beyond the position."""
         for replay in self.replays:
             if replay.partition == letter.partition and replay.first <= letter.offset < replay.end:
                 return replay.at
-        return ""
+        return "" if letter.offset < self.positions.get(letter.partition, 0) else None
 
 
 class DeadLetterReader(ABC):
@@ -374,7 +392,8 @@ class DeadLetterReader(ABC):
 
     @abstractmethod
     def done(self, deliveries: Iterable[Delivery], replayed_at: str = "") -> None:
-        """Record `deliveries` (from `take`) as replayed, at `replayed_at` (x-topo-replayed-at)."""
+        """Record `deliveries` (from `take`, possibly a selection of them) as replayed, at `replayed_at`
+        (x-topo-replayed-at); letters taken and not passed here stay pending."""
 
     def replay_record(self) -> ReplayRecord:
         """What was replayed; by default nothing kept (replaying removes the letters)."""

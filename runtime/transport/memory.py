@@ -38,8 +38,10 @@ from topo.runtime.transport.base import (
     Transport,
     TransportError,
     Unsupported,
+    replay_topic,
 )
 from topo.runtime.transport.offsets import OffsetTracker
+from topo.runtime.transport.replays import covered, record
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +98,10 @@ class MemoryPublisher(PublisherTransport):
         partition, offset = self.broker.append(destination, key, body, headers or {})
         if on_delivery is not None:
             on_delivery(DeliveryReport(destination, key or "", None, partition, offset))
+
+    def redeliver(self, group: ConsumerGroup, original: str, key: str | None, body: bytes,
+                  headers: Mapping[str, str], on_delivery: DeliveryCallback | None = None) -> None:
+        self.send(replay_topic(group), key, body, {**headers, H.ORIGINAL_TOPIC: original}, on_delivery)
 
     def poll(self, timeout: float = 0.0) -> int:
         return 0
@@ -259,6 +265,7 @@ class MemoryDeadLetters(DeadLetterReader):
         self.broker = broker
         self.topic = group.kafka.dlq_topic
         self.replay_id = f"{group.kafka.group_id}.dlq-replay"
+        self._taken: list[int] = []
 
     def _read(self, start: int, limit: int) -> list[Delivery]:
         records = self.broker.records(self.topic, 0)
@@ -272,15 +279,20 @@ class MemoryDeadLetters(DeadLetterReader):
         return self.broker.committed.get((self.replay_id, self.topic, 0), 0)
 
     def take(self, limit: int, timeout: float) -> list[Delivery]:
-        return self._read(self._replayed_until(), limit)
+        letters = self._read(self._replayed_until(), limit)
+        self._taken = [d.offset for d in letters]
+        history = self.broker.replays.get(self.topic, [])
+        return [d for d in letters if not covered(d.offset, history)]
 
     def done(self, deliveries: Iterable[Delivery], replayed_at: str = "") -> None:
-        offsets = [d.offset for d in deliveries]
-        if offsets:
+        chosen = {d.offset for d in deliveries}
+        if chosen:
             key = (self.replay_id, self.topic, 0)
-            self.broker.committed[key] = max(self.broker.committed.get(key, 0), max(offsets) + 1)
-            self.broker.replays.setdefault(self.topic, []).append(Replay(0, min(offsets), max(offsets) + 1,
-                                                                         replayed_at))
+            taken = self._taken or sorted(chosen)
+            position, replays = record(0, self._replayed_until(), taken, chosen, replayed_at,
+                                       self.broker.replays.get(self.topic, []))
+            self.broker.committed[key] = position
+            self.broker.replays[self.topic] = replays
 
     def replay_record(self) -> ReplayRecord:
         until = self._replayed_until()

@@ -85,9 +85,10 @@ def test_plan_apply_publish_dlq_and_lag_print_json(workdir: Path, unique_name: s
     assert letter["headers"]["x-topo-error-message"] == "downstream is down"
     assert letter["replayed"] is False and letter["replayed_at"] is None
 
-    replayed = as_json("dlq", "replay", "--group", "indexer", "--timeout", "20")
-    assert replayed["replayed"] == 1
-    assert [(e["event_id"], e["to"]) for e in replayed["events"]] == [(sent["event_id"], topic)]
+    # --all-groups: back to the original topic (every subscribed group; tests/runtime/test_replay.py: one group).
+    replayed = as_json("dlq", "replay", "--group", "indexer", "--timeout", "20", "--all-groups")
+    assert replayed["replayed"] == 1 and replayed["dry_run"] is False
+    assert [(e["event_id"], e["to"], e["topic"]) for e in replayed["events"]] == [(sent["event_id"], topic, topic)]
     assert as_json("dlq", "replay", "--group", "indexer", "--timeout", "5")["replayed"] == 0
 
     # Replayed letters are hidden by default, as `topo lag` no longer counts them; --all marks them.

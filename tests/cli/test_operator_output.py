@@ -82,3 +82,25 @@ def test_dlq_list_marks_replayed_letters_and_hides_them_by_default() -> None:
     assert empty_summary("indexer", record, show_all=True) == "no dead letters for group indexer"
     # RabbitMQ acks replayed letters off the queue: nothing to mention.
     assert empty_summary("indexer", ReplayRecord(), show_all=False) == "no dead letters for group indexer"
+
+
+def test_a_filtered_replay_leaves_the_letters_it_skipped_pending() -> None:
+    """`topo dlq replay --event-id/--since` on a reader that keeps its letters (Kafka, memory): the
+    selected letters are recorded as replayed ranges, the others stay pending, and the position moves
+    only over letters replayed."""
+    group = resolve(small_doc("ops")).group("indexer")
+    broker = MemoryBroker()
+    broker.ensure(group.kafka.dlq_topic, 1)
+    for number in range(5):
+        broker.append(group.kafka.dlq_topic, "k", b'{"event_id": "%d"}' % number, {})
+    reader = MemoryDeadLetters(broker, group)
+    reader.done([d for d in reader.take(10, 0) if d.offset in (1, 3)], "first")
+    assert [letter.offset for letter in reader.take(10, 0)] == [0, 2, 4]
+    assert reader.replay_record().positions == {}
+    marks = [listed_json(letter, reader.replay_record())["replayed_at"] for letter in reader.browse(10, 0)]
+    assert marks == [None, "first", None, "first", None]
+    reader.done([d for d in reader.take(10, 0) if d.offset in (0, 2)], "second")
+    assert reader.replay_record().positions == {0: 4}
+    assert [letter.offset for letter in reader.take(10, 0)] == [4]
+    marks = [listed_json(letter, reader.replay_record())["replayed_at"] for letter in reader.browse(10, 0)]
+    assert marks == ["second", "first", "second", "first", None]

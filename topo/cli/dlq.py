@@ -6,7 +6,9 @@ the replayed ones, each with `replayed_at`. On RabbitMQ replayed letters leave t
 
 from __future__ import annotations
 
+import contextlib
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,9 @@ from topo.cli.options import CliError, group_option, json_option
 from topo.cli.runtime import delivery_json, open_runtime, probe_broker, runtime_options
 from topo.cli.source import load, pick_group
 from topo.core import headers as H
-from topo.runtime.transport.base import Delivery, ReplayRecord
+from topo.core.durations import parse_duration
+from topo.core.model import ConsumerGroup
+from topo.runtime.transport.base import Delivery, ReplayRecord, Unsupported, replay_topic
 
 
 @click.group()
@@ -76,37 +80,97 @@ def empty_summary(group_name: str, record: ReplayRecord, show_all: bool) -> str:
     return f"no dead letters for group {group_name}"
 
 
-def replayed_json(letter: Delivery, destination: str) -> dict[str, Any]:
+def letter_event_id(letter: Delivery) -> str | None:
+    """The event id a dead letter carries (its envelope's `event_id`), or None if unreadable."""
     try:
         event_id = json.loads(letter.body).get("event_id")
     except (ValueError, AttributeError):
-        event_id = None
-    return {"event_id": event_id, "from": letter.source, "partition": letter.partition, "offset": letter.offset,
-            "to": destination, "key": letter.key}
+        return None
+    return event_id if isinstance(event_id, str) else None
+
+
+def dead_lettered_at(letter: Delivery) -> datetime | None:
+    """When the letter failed last (x-topo-last-failure), else the broker's timestamp."""
+    stamp = letter.headers.get(H.LAST_FAILURE)
+    if stamp:
+        with contextlib.suppress(ValueError):
+            return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return datetime.fromtimestamp(letter.timestamp, UTC) if letter.timestamp else None
+
+
+def since_time(value: str | None) -> datetime | None:
+    """`--since`: a duration back from now (`1h`, `30m`) or an RFC 3339 time."""
+    if value is None:
+        return None
+    with contextlib.suppress(ValueError):
+        return datetime.now(UTC) - timedelta(seconds=parse_duration(value))
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise CliError(f"--since {value!r}: write a duration back from now (e.g. 30m, 2h, 7d) or an RFC 3339 "
+                       "time (e.g. 2026-12-02T18:00:00Z)") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def selected(letter: Delivery, event_ids: frozenset[str], since: datetime | None) -> bool:
+    if event_ids and letter_event_id(letter) not in event_ids:
+        return False
+    if since is not None:
+        moment = dead_lettered_at(letter)
+        return moment is not None and moment >= since
+    return True
+
+
+def replay_headers(letter: Delivery, stamp: str, *, per_group: bool) -> dict[str, str]:
+    """The replayed copy's headers: the letter's own (trace context and x-topo-key included) minus its
+    failure history; a per-group copy keeps x-topo-original-topic, which routes it on the group's path."""
+    dropped = set(H.FAILURE_HEADERS) | {H.GROUP}
+    if not per_group:
+        dropped |= {H.ORIGINAL_TOPIC, H.ORIGINAL_PARTITION, H.ORIGINAL_OFFSET}
+    kept = {k: v for k, v in letter.headers.items() if k not in dropped}
+    kept[H.REPLAYED_AT] = stamp
+    kept[H.REPLAYED_FROM] = letter.source
+    return kept
+
+
+def replayed_json(letter: Delivery, original: str, destination: str) -> dict[str, Any]:
+    return {"event_id": letter_event_id(letter), "from": letter.source, "partition": letter.partition,
+            "offset": letter.offset, "topic": original, "to": destination, "key": letter.key}
 
 
 @dlq.command("replay")
 @group_option()
+@click.option("--event-id", "event_ids", multiple=True, metavar="ID",
+              help="Only the dead letters of this event (repeatable).")
+@click.option("--since", metavar="WHEN",
+              help="Only letters dead-lettered since WHEN: a duration back from now (30m, 2h, 7d) or an RFC 3339 time.")
+@click.option("--dry-run", is_flag=True, help="Print what would be replayed; send and record nothing.")
+@click.option("--all-groups", is_flag=True,
+              help="Re-publish to the original topic, so every subscribed group receives it again.")
 @click.option("--limit", type=click.IntRange(1), default=1000, show_default=True)
 @click.option("--timeout", type=click.FloatRange(0), default=10.0, show_default=True)
 @runtime_options
 @json_option
-def dlq_replay(group_name: str, limit: int, timeout: float, topology_path: Path, generated_dir: Path | None,
-               broker: str | None, as_json: bool) -> None:
-    """Re-publish dead letters not replayed before to their original topic, and record them as replayed.
+def dlq_replay(group_name: str, event_ids: tuple[str, ...], since: str | None, dry_run: bool, all_groups: bool,
+               limit: int, timeout: float, topology_path: Path, generated_dir: Path | None, broker: str | None,
+               as_json: bool) -> None:
+    """Re-deliver the group's dead letters not replayed before to that group alone, and record them as replayed.
 
-    The copy keeps its envelope (same event_id: handlers that succeeded meanwhile dedup it) and
-    gets x-topo-replayed-at / x-topo-replayed-from headers; its failure headers are dropped.
-    Every subscribed group receives it again, as it did the original event.
+    The copy goes through the group's own path (Kafka: its first retry topic, due at once; RabbitMQ:
+    its own exchange, which routes the key to its work queue), so no other group subscribed to the
+    event receives it. It keeps its envelope (same event_id: handlers that succeeded meanwhile dedup
+    it) and its trace context, gets x-topo-replayed-at / x-topo-replayed-from, and loses its failure
+    headers (the retry budget starts again). Letters not selected by --event-id / --since stay pending.
     """
     topology = load(topology_path)
     group = pick_group(topology, group_name)
+    wanted, after = frozenset(event_ids), since_time(since)
     runtime = open_runtime(topology_path, topology, generated_dir, broker)
     probe_broker(runtime, topology_path, group=group)
     reader = runtime.transport.open_dead_letters(group)
     producer = runtime.transport.open_publisher("dlq-replay")
     try:
-        letters = reader.take(limit, timeout)
+        letters = [letter for letter in reader.take(limit, timeout) if selected(letter, wanted, after)]
         errors: list[str] = []
         replayed: list[dict[str, Any]] = []
         stamp = H.now_text()
@@ -115,25 +179,47 @@ def dlq_replay(group_name: str, limit: int, timeout: float, topology_path: Path,
             if not original:
                 errors.append(f"{letter.source}[{letter.partition}]@{letter.offset}: no {H.ORIGINAL_TOPIC} header")
                 continue
-            kept = {k: v for k, v in letter.headers.items()
-                    if k not in H.FAILURE_HEADERS and k not in (H.ORIGINAL_TOPIC, H.ORIGINAL_PARTITION,
-                                                                 H.ORIGINAL_OFFSET, H.GROUP)}
-            kept[H.REPLAYED_AT] = stamp
-            kept[H.REPLAYED_FROM] = letter.source
-            producer.send(original, letter.key, letter.body, kept,
-                          lambda report: errors.append(report.error) if report.error else None)
-            replayed.append(replayed_json(letter, original))
-        if producer.flush(30):
+            destination = original if all_groups else replay_destination(runtime.transport.kind, group)
+            replayed.append(replayed_json(letter, original, destination))
+            if dry_run:
+                continue
+            headers = replay_headers(letter, stamp, per_group=not all_groups)
+            report = lambda outcome: errors.append(outcome.error) if outcome.error else None  # noqa: E731
+            try:
+                if all_groups:
+                    producer.send(original, letter.key, letter.body, headers, report)
+                else:
+                    producer.redeliver(group, original, letter.key, letter.body, headers, report)
+            except Unsupported as error:
+                raise CliError(str(error)) from None
+        if not dry_run and producer.flush(30):
             errors.append("some replayed events were not confirmed within 30s")
         if errors:
             raise CliError("replay incomplete, nothing recorded as replayed:\n" + "\n".join(errors))
-        reader.done(letters, stamp)
+        if not dry_run:
+            reader.done(letters, stamp)
     finally:
         producer.close()
         reader.close()
         runtime.close()
     if as_json:
-        click.echo(json.dumps({"group": group_name, "replayed": len(replayed), "events": replayed},
-                              indent=2, sort_keys=True))
+        click.echo(json.dumps({"group": group_name, "replayed": 0 if dry_run else len(replayed), "dry_run": dry_run,
+                               "events": replayed}, indent=2, sort_keys=True))
+    elif dry_run:
+        for entry in replayed:
+            click.echo(json.dumps(entry, sort_keys=True))
+        click.echo(f"would replay {len(replayed)} dead letter(s) of group {group_name} (dry run: nothing sent)",
+                   err=True)
     else:
-        click.echo(f"replayed {len(letters)} dead letter(s) of group {group_name}")
+        target = "every subscribed group" if all_groups else f"group {group_name} only"
+        click.echo(f"replayed {len(letters)} dead letter(s) of group {group_name} to {target}")
+
+
+def replay_destination(kind: str, group: ConsumerGroup) -> str:
+    """Where a per-group replay goes, as `--json` and `--dry-run` name it."""
+    if kind == "rabbitmq":
+        return group.rabbitmq.exchange
+    try:
+        return replay_topic(group)
+    except Unsupported as error:
+        raise CliError(str(error)) from None

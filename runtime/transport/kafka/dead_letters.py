@@ -3,7 +3,8 @@
 `browse` reads with a throwaway consumer from the beginning; `take` reads from the offsets the
 replay group `<group_id>.dlq-replay` committed, and `done` commits past what was replayed. The
 commit's metadata keeps the latest replays of the partition (`[[first, end, replayed_at], ...]`),
-so `topo dlq list` can say when each letter was replayed.
+so `topo dlq list` can say when each letter was replayed, and which letters beyond the position
+a filtered replay re-published already (`topo.runtime.transport.replays`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from topo.core.model import ConsumerGroup, Topology
 from topo.runtime.transport.base import DeadLetterReader, Delivery, Replay, ReplayRecord, TransportError
 from topo.runtime.transport.kafka.config import client_config, to_delivery
+from topo.runtime.transport.replays import covered, record
 
 # Replays remembered per partition: ~50 bytes each, within Kafka's default 4096-byte limit on
 # commit metadata (offset.metadata.max.bytes).
@@ -44,6 +46,7 @@ class KafkaDeadLetters(DeadLetterReader):
         self.topic = group.kafka.dlq_topic
         self.taker: Consumer | None = None
         self._taken_from: dict[int, TopicPartition] = {}  # committed offsets (and metadata) `take` read from
+        self._taken: dict[int, list[int]] = {}  # offsets `take` read per partition, ascending
 
     def _partitions(self, consumer: Consumer) -> list[TopicPartition]:
         found = consumer.list_topics(topic=self.topic, timeout=10).topics.get(self.topic)
@@ -98,21 +101,28 @@ class KafkaDeadLetters(DeadLetterReader):
         self._taken_from = {p.partition: p for p in committed}
         starts = [TopicPartition(self.topic, p.partition, p.offset if p.offset >= 0 else OFFSET_BEGINNING)
                   for p in committed]
-        return self._read(taker, starts, limit, timeout)
+        letters = self._read(taker, starts, limit, timeout)
+        self._taken = {}
+        for letter in sorted(letters, key=lambda d: d.offset):
+            self._taken.setdefault(letter.partition, []).append(letter.offset)
+        histories = {p: decode_replays(p, c.metadata) for p, c in self._taken_from.items()}
+        # Letters a filtered replay re-published already (beyond the position) are not taken again.
+        return [d for d in letters if not covered(d.offset, histories.get(d.partition, ()))]
 
     def done(self, deliveries: Iterable[Delivery], replayed_at: str = "") -> None:
         if self.taker is None:
             return
-        ranges: dict[int, tuple[int, int]] = {}
+        selected: dict[int, set[int]] = {}
         for delivery in deliveries:
-            first, last = ranges.get(delivery.partition, (delivery.offset, delivery.offset))
-            ranges[delivery.partition] = (min(first, delivery.offset), max(last, delivery.offset))
+            selected.setdefault(delivery.partition, set()).add(delivery.offset)
         offsets = []
-        for partition, (first, last) in sorted(ranges.items()):
+        for partition, chosen in sorted(selected.items()):
+            taken = self._taken.get(partition, sorted(chosen))
             before = self._taken_from.get(partition)
+            start = before.offset if before is not None and before.offset >= 0 else taken[0]
             history = decode_replays(partition, before.metadata if before is not None else None)
-            history.append(Replay(partition, first, last + 1, replayed_at))
-            offsets.append(TopicPartition(self.topic, partition, last + 1, metadata=encode_replays(history)))
+            position, replays = record(partition, start, taken, chosen, replayed_at, history)
+            offsets.append(TopicPartition(self.topic, partition, position, metadata=encode_replays(replays)))
         if offsets:
             self.taker.commit(offsets=offsets, asynchronous=False)
 

@@ -12,8 +12,15 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from topo.core.model import EventTopic
-from topo.runtime.transport.base import DeliveryCallback, DeliveryReport, PublisherTransport, TransportError
+from topo.core import headers as H
+from topo.core.model import ConsumerGroup, EventTopic
+from topo.runtime.transport.base import (
+    DeliveryCallback,
+    DeliveryReport,
+    PublisherTransport,
+    TransportError,
+    replay_topic,
+)
 from topo.runtime.transport.kafka.config import PRODUCER_TUNING, encode_headers
 
 log = logging.getLogger("topo.runtime.kafka")
@@ -53,6 +60,10 @@ class KafkaPublisher(PublisherTransport):
         else:
             raise TransportError(f"kafka: local producer queue stayed full for 10s producing to {destination}")
         self.producer.poll(0)
+
+    def redeliver(self, group: ConsumerGroup, original: str, key: str | None, body: bytes,
+                  headers: Mapping[str, str], on_delivery: DeliveryCallback | None = None) -> None:
+        self.send(replay_topic(group), key, body, {**headers, H.ORIGINAL_TOPIC: original}, on_delivery)
 
     def poll(self, timeout: float = 0.0) -> int:
         return int(self.producer.poll(timeout))

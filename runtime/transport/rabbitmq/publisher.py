@@ -22,7 +22,7 @@ from typing import Any
 import pika
 import pika.spec
 
-from topo.core.model import EventTopic
+from topo.core.model import ConsumerGroup, EventTopic
 from topo.runtime.transport.base import (
     BrokerUnreachable,
     DeliveryCallback,
@@ -52,6 +52,7 @@ class _Outgoing:
     properties: pika.BasicProperties
     callback: DeliveryCallback | None
     returned: str | None = None  # set by basic.return (unroutable), reported with the ack
+    exchange: str | None = None  # None: the topology exchange
 
 
 class RabbitMQPublisher(PublisherTransport):
@@ -101,14 +102,19 @@ class RabbitMQPublisher(PublisherTransport):
              on_delivery: DeliveryCallback | None = None) -> None:
         self._enqueue(destination, key, body, headers, on_delivery)
 
+    def redeliver(self, group: ConsumerGroup, original: str, key: str | None, body: bytes,
+                  headers: Mapping[str, str], on_delivery: DeliveryCallback | None = None) -> None:
+        self._enqueue(original, key, body, headers, on_delivery, group.rabbitmq.exchange)
+
     def _enqueue(self, routing_key: str, key: str | None, body: bytes, headers: Mapping[str, str] | None,
-                 on_delivery: DeliveryCallback | None) -> None:
+                 on_delivery: DeliveryCallback | None, exchange: str | None = None) -> None:
         if self._reports:
             self._serve()
         if self._outstanding >= self._max_unconfirmed:
             self._wait_below_limit()
         message = _Outgoing(routing_key, key or "", body,
-                            message_properties(event_headers(self._key_header, key, headers)), on_delivery)
+                            message_properties(event_headers(self._key_header, key, headers)), on_delivery,
+                            exchange=exchange)
         with self._lock:
             if self._failure is not None:
                 raise TransportError(f"publisher to {where(self._params)} is unusable: {self._failure}")
@@ -233,8 +239,8 @@ class RabbitMQPublisher(PublisherTransport):
         channel = self._channel
         for index, message in enumerate(batch):
             try:
-                channel.basic_publish(self._exchange, message.routing_key, message.body, message.properties,
-                                      mandatory=True)
+                channel.basic_publish(message.exchange or self._exchange, message.routing_key, message.body,
+                                      message.properties, mandatory=True)
             except AMQP_ERRORS as error:
                 # Not sent: report these (and everything unconfirmed) as failed.
                 with self._lock:
