@@ -28,6 +28,7 @@ from topo.core.model import (
     PayloadField,
     RabbitGroupPlumbing,
     RabbitSettings,
+    Reader,
     RetryPolicy,
     Subscription,
     Topology,
@@ -43,6 +44,7 @@ from topo.core.names import (
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_PARTITIONS,
     DEFAULT_RABBITMQ,
+    DEFAULT_READER,
     DEFAULT_RETRY,
     DEFAULT_TOPIC_NAMING,
     DLQ_MIN_RETENTION_MS,
@@ -222,6 +224,7 @@ def resolve(doc: Doc) -> Topology:
             ),
             topics=topics,
             consumers=tuple(consumers[event_name]),
+            reader=Reader(event_doc.get("reader", defaults.get("reader", DEFAULT_READER))),
         ))
     by_name = {event.name: event for event in events}
 

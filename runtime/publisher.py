@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import threading
 import time
@@ -9,7 +10,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 from uuid import UUID
 
 from pydantic import BaseModel, ValidationError
@@ -17,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from topo.core.model import EventTopic, Topology
 from topo.runtime.events import EventClasses, key_attribute
 from topo.runtime.metrics import RuntimeMetrics
-from topo.runtime.payload_errors import FieldProblem, field_problems
+from topo.runtime.payload_errors import FieldProblem, field_problems, quoted
 from topo.runtime.transport.base import DeliveryReport, PublisherTransport
 
 
@@ -56,11 +57,33 @@ def validated_payload(classes: EventClasses, event_type: str, payload: Mapping[s
     payload_class = classes.payloads.get(event_type)
     if payload_class is None:
         raise PublishError(f"undeclared event type {event_type!r}; declared: {', '.join(sorted(classes.payloads))}")
+    known = known_fields(payload_class)
+    # The classes read tolerantly (unknown fields kept in model_extra); a writer stays strict.
+    unknown = [unknown_field(name, payload[name], known) for name in payload if name not in known]
     try:
-        return payload_class.model_validate(payload)
+        instance = payload_class.model_validate(payload)
     except ValidationError as error:
         problems = field_problems(error, known_fields=list(payload_class.model_fields))
-        raise PublishError(f"invalid {event_type} payload: {'; '.join(map(str, problems))}", problems) from None
+        refuse(event_type, (*problems, *(p for p in unknown if p.field not in {q.field for q in problems})))
+    if unknown:
+        refuse(event_type, tuple(unknown))
+    return instance
+
+
+def known_fields(payload_class: type[BaseModel]) -> frozenset[str]:
+    """Every name a payload field may be given by: its JSON name (alias) and its attribute."""
+    return frozenset(name for attribute, info in payload_class.model_fields.items()
+                     for name in (attribute, info.alias) if name)
+
+
+def unknown_field(name: str, value: Any, known: frozenset[str]) -> FieldProblem:
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return FieldProblem(f"payload.{name}", "unknown field" + (f"; did you mean {close[0]!r}?" if close else ""),
+                        quoted(value))
+
+
+def refuse(event_type: str, problems: tuple[FieldProblem, ...]) -> NoReturn:
+    raise PublishError(f"invalid {event_type} payload: {'; '.join(map(str, problems))}", problems) from None
 
 
 def utc_timestamp(now: float) -> str:
@@ -150,6 +173,9 @@ class Publisher:
                 raise PublishError(f"event_type={event_type!r} but the payload is a {kind} payload")
             if kind not in self._routes:
                 raise PublishError(f"event type {kind!r} is not declared in topology {self.topology.name}")
+            if payload.model_extra:  # a tolerant reader's instance, or one built with unknown fields
+                known = known_fields(type(payload))
+                refuse(kind, tuple(unknown_field(name, value, known) for name, value in payload.model_extra.items()))
             return payload
         if event_type is None:
             raise PublishError("a payload given as a mapping needs event_type=...")

@@ -67,11 +67,15 @@ class Payload(BaseModel):
 
     A JSON name that is a Python keyword or a pydantic attribute (`from`, `json`, `model_id`) is an
     attribute with a trailing underscore (`from_`); the JSON name stays the alias on both ways.
+
+    Readers are tolerant: a payload field this class does not declare (a newer producer's) is
+    accepted and kept apart from the typed fields, in `model_extra`. An event declared with
+    `reader: strict` refuses it instead. Publishing refuses unknown fields either way.
     """
 
     model_config = ConfigDict(
         frozen=True,
-        extra="forbid",
+        extra="allow",
         validate_by_name=True,
         validate_by_alias=True,
         serialize_by_alias=True,
@@ -125,7 +129,14 @@ class BlockNew(Payload):
     ]
     block_number: Annotated[StrictInt, Field(ge=0)]
     hash: Hash32
-    parent_hash: Hash32
+    parent_hash: Annotated[
+        Hash32 | None,
+        Field(
+            description=(
+                "hash of the previous block; the spec's example omits it"
+            ),
+        ),
+    ] = None
     timestamp: UtcDatetime
     transaction_count: Annotated[StrictInt, Field(ge=0)]
     miner: Address | None = None

@@ -7,7 +7,7 @@ import keyword
 import re
 from typing import Any
 
-from topo.core.model import EventType, FieldType, PayloadField, Topology
+from topo.core.model import EventType, FieldType, PayloadField, Reader, Topology
 from topo.generator.emit.fieldtypes import (
     ADDRESS_PATTERN,
     HASH32_PATTERN,
@@ -102,6 +102,7 @@ def emit(topology: Topology) -> dict[str, str]:
             "version": event.version,
             "key": event.key,
             "ordered": event.ordered,
+            "strict_reader": event.reader is Reader.STRICT,
             "chains": sorted(topic.chain_id for topic in event.topics),
             "fields": [{"lines": field_lines(event.class_name, field)} for field in event.payload],
         })

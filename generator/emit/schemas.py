@@ -1,7 +1,8 @@
 """generated/schemas/: JSON Schemas (draft 2020-12) of the envelope and of every event.
 
 For consumers that are not written in Python; they describe exactly what the generated pydantic
-classes accept (both read `fieldtypes`).
+classes accept when publishing (both read `fieldtypes`); `x-topo-reader` says whether readers also
+accept payload fields they do not know (`tolerant`) or not (`strict`).
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ def payload_schema(event: EventType) -> dict[str, Any]:
         "additionalProperties": False,
         "x-topo-key": event.key,
         "x-topo-ordered": event.ordered,
+        # What a producer may write is `additionalProperties: false`; a tolerant reader also
+        # accepts (and ignores) fields it does not know.
+        "x-topo-reader": event.reader.value,
     }
 
 

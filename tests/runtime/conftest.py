@@ -32,17 +32,19 @@ def transport_kind(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def make_bus(transport_kind: str, request: pytest.FixtureRequest, tmp_path: Path,
              monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Bus]]:
-    """Factory: `make_bus(**document_options, groups=None)` -> a compiled, provisioned topology
+    """Factory: `make_bus(**document_options, groups=None, events=None)` -> a compiled, provisioned topology
     with a unique name (every topic, queue and group name starts with it)."""
     cleanups: list[Callable[[], None]] = []
     made: list[Bus] = []
 
-    def build(groups: dict[str, Any] | None = None, **options: Any) -> Bus:
+    def build(groups: dict[str, Any] | None = None, events: dict[str, Any] | None = None, **options: Any) -> Bus:
         name = f"rt{uuid.uuid4().hex[:8]}"
         doc = document(name, **options)
         doc["naming"] = {"topic": "{topology}.{event_type}.{chain_id}"}
         for group, settings in (groups or {}).items():
             doc["consumer_groups"].setdefault(group, {}).update(settings)
+        for event, settings in (events or {}).items():
+            doc["events"][event].update(settings)
         out = tmp_path / name
         topology = compile_topology(doc, out)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(REPO)])}

@@ -43,6 +43,13 @@ class Delivery(StrEnum):
     EXACTLY_ONCE = "exactly_once"
 
 
+class Reader(StrEnum):
+    """How consumers decode an event's payload (`reader:` in topology.yaml)."""
+
+    TOLERANT = "tolerant"  # unknown payload fields are accepted and kept in `payload.model_extra`
+    STRICT = "strict"  # unknown payload fields make the event poison (dead-lettered)
+
+
 class BrokerKind(StrEnum):
     KAFKA = "kafka"
     RABBITMQ = "rabbitmq"
@@ -116,6 +123,8 @@ class EventType(Frozen):
     kafka: KafkaTopicSettings
     topics: tuple[EventTopic, ...]  # one per chain, in chain order
     consumers: tuple[str, ...]  # consumer groups subscribed to it
+    # The default keeps a topology.json written before this field existed readable.
+    reader: Reader = Reader.TOLERANT
 
 
 class Subscription(Frozen):

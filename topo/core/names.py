@@ -16,11 +16,12 @@ from topo.core.headers import KEY as KEY_HEADER
 from topo.core.model import EventType, KafkaSettings, KafkaTopicSettings, RetryDestination, RetryPolicy
 
 __all__ = [
-    "CHAIN_ID", "CRASH_LOOP_ALLOWANCE", "DEFAULT_ALERTS", "DEFAULT_DEDUP_CAPACITY", "DEFAULT_DEDUP_STORE",
-    "DEFAULT_EVENT_VERSION", "DEFAULT_KAFKA", "DEFAULT_MAX_IN_FLIGHT", "DEFAULT_PARTITIONS", "DEFAULT_RABBITMQ",
-    "DEFAULT_RETRY", "DEFAULT_TOPIC_NAMING", "DLQ_MIN_RETENTION_MS", "KEY_HEADER", "NAMING_PLACEHOLDERS", "class_name",
-    "default_exchange", "dlq_name", "envelope_class_name", "events_module", "format_name", "group_prefix",
-    "hash_exchange_type", "plumbing_topic_settings", "retry_destinations", "retry_name", "work_queue_names",
+    "CHAIN_ID", "CRASH_LOOP_ALLOWANCE", "DEFAULT_ALERTS", "DEFAULT_DEDUP_CAPACITY",
+    "DEFAULT_DEDUP_STORE", "DEFAULT_EVENT_VERSION", "DEFAULT_KAFKA", "DEFAULT_MAX_IN_FLIGHT",
+    "DEFAULT_PARTITIONS", "DEFAULT_RABBITMQ", "DEFAULT_READER", "DEFAULT_RETRY", "DEFAULT_TOPIC_NAMING",
+    "DLQ_MIN_RETENTION_MS", "KEY_HEADER", "NAMING_PLACEHOLDERS", "class_name", "default_exchange", "dlq_name",
+    "envelope_class_name", "events_module", "format_name", "group_prefix", "hash_exchange_type",
+    "plumbing_topic_settings", "retry_destinations", "retry_name", "work_queue_names",
 ]
 
 CHAIN_ID = "chain_id"
@@ -53,6 +54,7 @@ DEFAULT_DEDUP_CAPACITY = 100_000
 DEFAULT_DEDUP_STORE = "memory"
 DEFAULT_PARTITIONS = 3
 DEFAULT_EVENT_VERSION = "1.0"
+DEFAULT_READER = "tolerant"  # consumers accept payload fields they do not know
 # Dead letters wait for a person to look at them: keep them at least this long (milliseconds).
 DLQ_MIN_RETENTION_MS = 30 * 24 * 3600 * 1000
 # Redeliveries beyond the retry budget only come from crashes mid-handler; the quorum queue's
