@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: generate check test lint brokers-up brokers-down brokers-status bench demo clean
+.PHONY: generate check test test-faults lint brokers-up brokers-down brokers-status cluster-up cluster-down cluster-status bench demo clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,13 @@ test: $(STAMP)
 	$(BIN)/topo generate -t topology.yaml -o generated --check
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# The tests marked `cluster` (tests/cluster/, fault tests) on the local 3-node Kafka + RabbitMQ cluster;
+# `make test` leaves them out. `make cluster-down` frees the cluster's memory afterwards.
+test-faults: $(STAMP)
+	$(MAKE) brokers-up
+	$(MAKE) cluster-up
+	$(BIN)/pytest --cluster -m cluster $(PYTEST_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m dev.typecheck dev bench examples
@@ -37,6 +44,15 @@ brokers-down:
 
 brokers-status:
 	$(PYTHON) dev/brokers.py status $(BROKERS)
+
+cluster-up:
+	$(PYTHON) dev/brokers.py cluster up
+
+cluster-down:
+	$(PYTHON) dev/brokers.py cluster down
+
+cluster-status:
+	$(PYTHON) dev/brokers.py cluster status
 
 bench: $(STAMP)
 	$(MAKE) brokers-up

@@ -5,6 +5,7 @@ Usage (from the repository root; standard library only, so any python3 >= 3.11 r
     python3 -m dev.brokers up     [kafka] [rabbitmq] [prometheus]
     python3 -m dev.brokers down   [kafka] [rabbitmq] [prometheus]
     python3 -m dev.brokers status [kafka] [rabbitmq] [prometheus]
+    python3 -m dev.brokers cluster up|down|status [--json]|env|kill|start|pause|resume [NODE]
 
 * Kafka: jars resolved from Maven Central by ``dev/kafka/pom.xml`` into a cache
   (``$TOPO_CACHE_DIR`` or ``~/.cache/topo``), one combined broker + controller on 127.0.0.1,
@@ -17,6 +18,9 @@ Usage (from the repository root; standard library only, so any python3 >= 3.11 r
 * TLS (tests only): ``dev/brokerkit/tls.py`` makes a private CA and a certificate for 127.0.0.1 with
   ``openssl``; ``dev/brokerkit/tls_nodes.py`` starts a Kafka node with an SSL listener and a RabbitMQ
   node with amqps and https management on ports and folders of their own (tests/brokers/test_tls.py).
+
+* Cluster (``dev/brokerkit/cluster.py``): three KRaft Kafka nodes and three clustered RabbitMQ nodes
+  on ports of their own, state under ``$TOPO_RUN_DIR/cluster``, for fault tests.
 
 ``down`` stops only the processes that ``up`` started, by the pids it recorded.  Setting
 ``KAFKA_BOOTSTRAP_SERVERS`` or ``RABBITMQ_URL`` points everything at external brokers: ``up`` then
@@ -35,6 +39,7 @@ if __package__ in (None, ""):  # run as a script (`python3 dev/brokers.py`): mak
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # The public API tests and tools use (`from dev import brokers`), gathered from its parts.
+from dev.brokerkit import cluster
 from dev.brokerkit.kafka import (
     KafkaPaths,
     ensure_kafka_jars,
@@ -154,8 +159,12 @@ def status(services: Sequence[str]) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["cluster"]:
+        return cluster.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python3 -m dev.brokers", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=("up", "down", "status"))
+    parser.add_argument("command", choices=("up", "down", "status", "cluster"),
+                        help="cluster: the local 3-node cluster (python3 dev/brokers.py cluster --help)")
     parser.add_argument("services", nargs="*", metavar="SERVICE", help=f"any of {', '.join(SERVICES)} (default: all)")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.services) - set(SERVICES))

@@ -15,6 +15,9 @@ Fixture API (see docs/development.md, "Tests"):
 * ``promtool`` (session) -> path of ``promtool``.
 * ``prometheus_server`` (function) -> ``start(config, rules_dir=None) -> PrometheusHandle``; stopped after.
 * ``unique_name`` (function) -> ``"t-<8 hex>"``, a prefix for this test's topics, groups, queues...
+* ``local_cluster`` (function) -> :class:`tests.support.cluster.LocalCluster`: the 3-node Kafka and
+  RabbitMQ cluster (``make cluster-up``); its tests are marked ``cluster`` and run only with
+  ``--cluster`` (``make test-faults``).
 
 A broker is checked once per session.  When it does not answer the test fails under ``CI=true`` or
 when any of the brokers is up (a partial set-up is broken, see ``tests/support/availability.py``),
@@ -43,12 +46,14 @@ if str(REPO_ROOT) not in sys.path:
 
 from dev import brokers  # noqa: E402  (stdlib-only broker manager at the repository root)
 from tests.support.availability import IN_CI, unavailable  # noqa: E402
+from tests.support.cluster import cluster_session, local_cluster  # noqa: E402, F401  (fixtures)
 from tests.support.waiting import wait_until  # noqa: E402
 
 BROKER_MARKERS = {
     "kafka": "needs a running Kafka broker (make brokers-up)",
     "rabbitmq": "needs a running RabbitMQ node (make brokers-up)",
     "prometheus": "needs promtool / a Prometheus server binary (make brokers-up)",
+    "cluster": "needs the local 3-node cluster (make cluster-up); runs only with --cluster (make test-faults)",
 }
 # A test that uses one of these fixtures gets the matching marker, so `-m "not kafka"` selects well.
 FIXTURE_MARKERS = {
@@ -61,7 +66,13 @@ FIXTURE_MARKERS = {
     "rabbit_vhost": "rabbitmq",
     "promtool": "prometheus",
     "prometheus_server": "prometheus",
+    "local_cluster": "cluster",
 }
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--cluster", action="store_true",
+                     help="also run the tests marked cluster (they need `make cluster-up`; make test-faults)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -73,8 +84,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
         for fixture, marker in FIXTURE_MARKERS.items():
-            if fixture in names and marker not in item.keywords:
+            if fixture in names and item.get_closest_marker(marker) is None:  # keywords also hold folder names
                 item.add_marker(marker)
+    # The cluster costs a minute and ~3 GB: its tests run in `make test-faults`, not in `make test`.
+    if not config.getoption("--cluster"):
+        deselected = [item for item in items if item.get_closest_marker("cluster")]
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+            items[:] = [item for item in items if not item.get_closest_marker("cluster")]
 
 
 def broker_unavailable(what: str, detail: str) -> NoReturn:

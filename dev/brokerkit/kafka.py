@@ -95,7 +95,7 @@ def ensure_kafka_jars(paths: KafkaPaths) -> None:
     marker.write_text(f"{KAFKA_VERSION}\n")
 
 
-def _new_cluster_id() -> str:
+def new_cluster_id() -> str:
     while True:
         value = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         if not value.startswith("-"):
@@ -138,7 +138,7 @@ def format_kafka_storage(paths: KafkaPaths) -> None:
         return
     paths.data.mkdir(parents=True, exist_ok=True)
     if not paths.cluster_id.exists():
-        paths.cluster_id.write_text(_new_cluster_id() + "\n")
+        paths.cluster_id.write_text(new_cluster_id() + "\n")
     cluster = paths.cluster_id.read_text().strip()
     log(f"formatting KRaft storage {paths.data} (cluster id {cluster})")
     argv = kafka_java_argv(

@@ -169,9 +169,9 @@ def run(argv: Sequence[str], *, check: bool = True, timeout: float = 600, **kwar
 
 
 @contextlib.contextmanager
-def broker_lock() -> Iterator[None]:
-    """Serialise concurrent ``up``/``down`` calls (several people share one checkout)."""
-    path = run_dir() / "brokers.lock"
+def broker_lock(name: str = "brokers.lock") -> Iterator[None]:
+    """Serialise concurrent ``up``/``down`` calls (several people share one checkout); one lock file per ``name``."""
+    path = run_dir() / name
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)

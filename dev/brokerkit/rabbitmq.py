@@ -135,8 +135,11 @@ def ensure_rabbitmq_installed(paths: RabbitPaths) -> None:
             paths.epmd_pid_file.write_text(f"{pid}\n")
 
 
-def _start_epmd(paths: RabbitPaths) -> None:
-    """Run epmd in the foreground under our own pid, so that ``down`` can stop exactly it."""
+def start_epmd(paths: RabbitPaths) -> None:
+    """Run epmd in the foreground under our own pid, so that ``down`` can stop exactly it.
+
+    Every local node (the dev node, the cluster's) registers with this one epmd on port 4369.
+    """
     if port_open("127.0.0.1", 4369):
         return
     epmd = shutil.which("epmd") or "/usr/bin/epmd"
@@ -169,7 +172,7 @@ def rabbitmq_up() -> None:
         if not _plugins_enabled():
             log(f"rabbitmq-plugins enable --offline {' '.join(RABBITMQ_PLUGINS)}")
             run(["rabbitmq-plugins", "enable", "--offline", *RABBITMQ_PLUGINS], timeout=120)
-        _start_epmd(paths)
+        start_epmd(paths)
         env = {
             **os.environ,
             "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
