@@ -27,13 +27,15 @@ from topo.runtime.handlers import Handler, HandlerRegistry
 from topo.runtime.metrics import RuntimeMetrics
 from topo.runtime.publisher import Publisher
 from topo.runtime.runner import GroupRunner
+from topo.runtime.tracing import Tracing
 from topo.runtime.transport import create
 from topo.runtime.transport.base import Transport
 
 
 class Runtime:
     def __init__(self, topology: Topology, classes: EventClasses, transport: Transport, producer: str = "",
-                 metrics: RuntimeMetrics | None = None, state_dir: Path | None = None) -> None:
+                 metrics: RuntimeMetrics | None = None, state_dir: Path | None = None, tracer_provider: Any = None
+                 ) -> None:
         self.topology = topology
         self.classes = classes
         self.transport = transport
@@ -42,25 +44,28 @@ class Runtime:
         self.state_dir = state_dir
         self.registry = HandlerRegistry()
         self._publisher: Publisher | None = None
+        # OpenTelemetry spans with this provider, or the global one once configured (topo.runtime.tracing).
+        self.tracing = Tracing.detect(transport.kind, tracer_provider)
 
     @classmethod
     def from_generated(cls, generated_dir: Path | str = "generated", broker: str | None = None,
-                       producer: str = "", metrics: RuntimeMetrics | None = None, **transport_options: Any
-                       ) -> Runtime:
+                       producer: str = "", metrics: RuntimeMetrics | None = None, tracer_provider: Any = None,
+                       **transport_options: Any) -> Runtime:
         """From `topo generate` output: `<dir>/topology.json` and `<dir>/python/<module>.py`."""
         folder = Path(generated_dir)
         return cls.from_topology(load_topology(folder / "topology.json"), folder, broker, producer, metrics,
-                                 **transport_options)
+                                 tracer_provider, **transport_options)
 
     @classmethod
     def from_topology(cls, topology: Topology, generated_dir: Path | str, broker: str | None = None,
-                      producer: str = "", metrics: RuntimeMetrics | None = None, **transport_options: Any
-                      ) -> Runtime:
+                      producer: str = "", metrics: RuntimeMetrics | None = None, tracer_provider: Any = None,
+                      **transport_options: Any) -> Runtime:
         """From an already loaded topology (e.g. compiled from topology.yaml in memory) and the folder of
         `topo generate` output holding its event classes (`<dir>/python/<module>.py`)."""
         classes = EventClasses.load(topology, generated_dir)
         kind = broker or os.environ.get("TOPO_BROKER") or topology.broker.value
-        return cls(topology, classes, create(kind, topology, **transport_options), producer, metrics)
+        return cls(topology, classes, create(kind, topology, **transport_options), producer, metrics,
+                   tracer_provider=tracer_provider)
 
     def handler(self, group: str, event: str | None = None) -> Any:
         """Decorator registering a handler for `group` (all its events, or one `event`)."""
@@ -85,7 +90,7 @@ class Runtime:
         """The process's publisher (created on first use; thread-safe)."""
         if self._publisher is None:
             self._publisher = Publisher(self.topology, self.classes, self.transport.open_publisher(self.producer),
-                                        self.producer, self.metrics)
+                                        self.producer, self.metrics, self.tracing)
         return self._publisher
 
     def runner(self, group: str, store: ProcessedStore | None = None, concurrency: int = 8,
@@ -97,7 +102,7 @@ class Runtime:
         return GroupRunner(self.topology, model, self.classes, self.transport, handlers,
                            store=store if store is not None else store_for(model, self.state_dir),
                            metrics=self.metrics, concurrency=concurrency, shutdown_timeout=shutdown_timeout,
-                           time_scale=time_scale, client_id=client_id, state=state)
+                           time_scale=time_scale, client_id=client_id, state=state, tracing=self.tracing)
 
     def close(self) -> None:
         if self._publisher is not None:

@@ -37,6 +37,9 @@ class HandlerContext:
     # The processed-store transaction committed together with the dedup mark (SQLite store: a
     # sqlite3.Connection inside BEGIN IMMEDIATE; memory store: None).
     transaction: Any
+    # The W3C trace context the event carries (headers `traceparent`, `tracestate`), or None.
+    traceparent: str | None = None
+    tracestate: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from topo.runtime.dedup import MemoryStore, ProcessedStore
 from topo.runtime.events import EventClasses
 from topo.runtime.handlers import BoundHandler, HandlerContext
 from topo.runtime.metrics import RuntimeMetrics
+from topo.runtime.tracing import Tracing
 from topo.runtime.transport.base import Delivery, StreamId
 
 log = logging.getLogger("topo.runtime")
@@ -52,7 +53,8 @@ class GroupRoute:
     handler: BoundHandler
     envelope: type[BaseModel]
     labels: tuple[str, str, str]
-    fast: Callable[[Any], Any] | None = None  # the handler, when it takes the event alone
+    call: Callable[[Any, HandlerContext], Any]  # the handler given a context (it wants one, or is traced)
+    fast: Callable[[Any], Any] | None = None  # the handler, when it takes the event alone (and is not traced)
     decode: Callable[[bytes], Any] = field(init=False)  # envelope.model_validate_json minus its wrapper
     consumed: Any = None
     failed: Any = None
@@ -67,8 +69,9 @@ class GroupRoute:
 
 
 def build_routes(group: ConsumerGroup, classes: EventClasses, handlers: Mapping[str, BoundHandler],
-                 metrics: RuntimeMetrics | None) -> dict[str, GroupRoute]:
-    """The group's routes by topic (Kafka) and routing key (RabbitMQ), with their metric children."""
+                 metrics: RuntimeMetrics | None, tracing: Tracing | None = None) -> dict[str, GroupRoute]:
+    """The group's routes by topic (Kafka) and routing key (RabbitMQ), with their metric children; with
+    `tracing`, every handler runs inside its span (the context path)."""
     routes: dict[str, GroupRoute] = {}
     for subscription in group.subscriptions:
         handler = handlers[subscription.event]
@@ -76,8 +79,9 @@ def build_routes(group: ConsumerGroup, classes: EventClasses, handlers: Mapping[
                                                 subscription.routing_keys, strict=True):
             labels = (group.name, subscription.event, str(chain_id))
             route = GroupRoute(event=subscription.event, chain_id=chain_id, ordered=subscription.ordered,
-                               handler=handler, envelope=classes.envelopes[subscription.event],
-                               labels=labels, fast=None if handler.wants_context else handler.function)
+                               handler=handler, envelope=classes.envelopes[subscription.event], labels=labels,
+                               fast=None if handler.wants_context or tracing else handler.function,
+                               call=tracing.wrap(handler, group.name) if tracing else handler.function)
             if metrics is not None:
                 route.consumed = metrics.consumed.labels(*labels)
                 route.failed = metrics.failed.labels(*labels)
@@ -160,10 +164,12 @@ class Handling:
     def context(self, delivery: Delivery, route: GroupRoute, work: Work | None, transaction: Any
                 ) -> HandlerContext:
         """What a two-argument handler receives besides the event."""
-        failures = work.failures if work is not None else int(delivery.headers.get(H.ATTEMPT, 0))
+        headers = delivery.headers
+        failures = work.failures if work is not None else int(headers.get(H.ATTEMPT, 0))
         return HandlerContext(group=self.group.name, event_type=route.event, chain_id=route.chain_id,
                               topic=delivery.topic, partition=delivery.partition, offset=delivery.offset,
-                              attempt=failures + 1, transaction=transaction)
+                              attempt=failures + 1, transaction=transaction,
+                              traceparent=headers.get(H.TRACEPARENT), tracestate=headers.get(H.TRACESTATE))
 
     def trim(self) -> None:
         """Bound the in-memory store's window (once per batch of successes, not per event)."""

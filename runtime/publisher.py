@@ -19,6 +19,7 @@ from topo.core.model import EventTopic, Topology
 from topo.runtime.events import EventClasses, key_attribute
 from topo.runtime.metrics import RuntimeMetrics
 from topo.runtime.payload_errors import FieldProblem, field_problems, quoted
+from topo.runtime.tracing import Tracing
 from topo.runtime.transport.base import DeliveryReport, PublisherTransport
 
 
@@ -102,8 +103,9 @@ class Publisher:
     """
 
     def __init__(self, topology: Topology, classes: EventClasses, transport: PublisherTransport, producer: str,
-                 metrics: RuntimeMetrics | None = None) -> None:
+                 metrics: RuntimeMetrics | None = None, tracing: Tracing | None = None) -> None:
         self.topology = topology
+        self.tracing = tracing  # None: no span, headers sent as given (topo.runtime.tracing)
         self.classes = classes
         self.transport = transport
         self.producer = producer
@@ -159,8 +161,16 @@ class Publisher:
             b',"metadata":', self._metadata.encode(), b',"version":', route.version.encode(), b"}}",
         ))
         callback = self._callback(kind, payload_chain, on_delivery)
-        with self._lock:
-            self.transport.publish(topic, key, body, headers, callback)
+        if self.tracing is None:
+            with self._lock:
+                self.transport.publish(topic, key, body, headers, callback)
+        else:
+            def send(traced: dict[str, str]) -> None:
+                with self._lock:
+                    self.transport.publish(topic, key, body, traced, callback)
+
+            destination = topic.routing_key if self.tracing.broker == "rabbitmq" else topic.topic
+            self.tracing.publish_headers(destination, kind, str(identity), headers, send)
         return Published(event_id=identity, event_type=kind, chain_id=payload_chain, key=key, topic=topic)
 
     def _payload(self, payload: BaseModel | Mapping[str, Any], event_type: str | None) -> BaseModel:

@@ -33,6 +33,7 @@ from topo.runtime.handlers import BoundHandler
 from topo.runtime.handling import Handling, build_routes
 from topo.runtime.metrics import RuntimeMetrics
 from topo.runtime.settle import STREAM_OF, Settler
+from topo.runtime.tracing import Tracing
 from topo.runtime.transport.base import (
     POLL_INTERVAL_MAX,
     BrokerUnreachable,
@@ -78,7 +79,8 @@ class GroupRunner:
     def __init__(self, topology: Topology, group: ConsumerGroup, classes: EventClasses, transport: Transport,
                  handlers: Mapping[str, BoundHandler], store: ProcessedStore | None = None,
                  metrics: RuntimeMetrics | None = None, concurrency: int = 8, shutdown_timeout: float = 30.0,
-                 time_scale: float = 1.0, client_id: str = "", state: Any = None) -> None:
+                 time_scale: float = 1.0, client_id: str = "", state: Any = None, tracing: Tracing | None = None
+                 ) -> None:
         self.topology = topology
         # Optional health state (topo.runtime.observe.health.RuntimeState): told about connection
         # and assignment, so /readyz and /healthz answer for this runner.
@@ -94,7 +96,8 @@ class GroupRunner:
         self.shutdown_timeout = shutdown_timeout
         self.time_scale = time_scale
         self.client_id = client_id
-        self.handling = Handling(group, build_routes(group, classes, handlers, metrics), self.store, time_scale)
+        self.handling = Handling(group, build_routes(group, classes, handlers, metrics, tracing), self.store,
+                                 time_scale)
         self.handoff = Handoff(self.stop)
         self.settler = Settler(group.name, self.handoff.completions)
         self.in_flight = 0

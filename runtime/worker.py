@@ -151,12 +151,12 @@ class Worker:
                 if store is not None:
                     with store.processing(event_id) as transaction:
                         if fast is None:
-                            route.handler.function(envelope, handling.context(delivery, route, pending, transaction))
+                            route.call(envelope, handling.context(delivery, route, pending, transaction))
                         else:
                             fast(envelope)
                 else:
                     if fast is None:
-                        route.handler.function(envelope, handling.context(delivery, route, pending, None))
+                        route.call(envelope, handling.context(delivery, route, pending, None))
                     else:
                         fast(envelope)
                     add(event_id, None)  # the window is trimmed once per `Done` (`_flush`)

@@ -40,6 +40,11 @@ REASON_POISON = "poison"
 REPLAYED_AT = "x-topo-replayed-at"
 REPLAYED_FROM = "x-topo-replayed-from"  # dead-letter topic or queue it was taken from
 
+# W3C trace context (https://www.w3.org/TR/trace-context/): written by the publisher when given or
+# traced, kept on every retry copy, dead letter and replay.
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
+
 MAX_ERROR_MESSAGE = 1000
 
 # Headers that describe one failure history; dropped when an event is replayed as new.
