@@ -1,10 +1,10 @@
-"""Real brokers for development and tests: Apache Kafka (KRaft), RabbitMQ and Prometheus.
+"""Real brokers for development and tests: Apache Kafka (KRaft), RabbitMQ, Prometheus and PostgreSQL.
 
 Usage (from the repository root; standard library only, so any python3 >= 3.11 runs it)::
 
-    python3 -m dev.brokers up     [kafka] [rabbitmq] [prometheus]
-    python3 -m dev.brokers down   [kafka] [rabbitmq] [prometheus]
-    python3 -m dev.brokers status [kafka] [rabbitmq] [prometheus]
+    python3 -m dev.brokers up     [kafka] [rabbitmq] [prometheus] [postgres]
+    python3 -m dev.brokers down   [kafka] [rabbitmq] [prometheus] [postgres]
+    python3 -m dev.brokers status [kafka] [rabbitmq] [prometheus] [postgres]
     python3 -m dev.brokers cluster up|down|status [--json]|env|kill|start|pause|resume [NODE]
 
 * Kafka: jars resolved from Maven Central by ``dev/kafka/pom.xml`` into a cache
@@ -14,6 +14,9 @@ Usage (from the repository root; standard library only, so any python3 >= 3.11 r
   consistent-hash exchange, management and prometheus plugins; a node that already runs is reused.
 * Prometheus: Debian's ``prometheus`` package (``promtool``); ``up`` only installs it.  Tests start
   servers on free ports with :func:`start_prometheus_server`.
+* PostgreSQL (the processed store of ``dedup: {store: postgres}``): Debian's ``postgresql`` (installed
+  with apt-get when ``/usr/lib/postgresql/*/bin/initdb`` is missing), a cluster under
+  ``$TOPO_RUN_DIR/postgres`` on 127.0.0.1:5432, database and user ``topo`` (``dev/brokerkit/postgres.py``).
 
 * TLS (tests only): ``dev/brokerkit/tls.py`` makes a private CA and a certificate for 127.0.0.1 with
   ``openssl``; ``dev/brokerkit/tls_nodes.py`` starts a Kafka node with an SSL listener and a RabbitMQ
@@ -23,7 +26,7 @@ Usage (from the repository root; standard library only, so any python3 >= 3.11 r
   on ports of their own, state under ``$TOPO_RUN_DIR/cluster``, for fault tests.
 
 ``down`` stops only the processes that ``up`` started, by the pids it recorded.  Setting
-``KAFKA_BOOTSTRAP_SERVERS`` or ``RABBITMQ_URL`` points everything at external brokers: ``up`` then
+``KAFKA_BOOTSTRAP_SERVERS``, ``RABBITMQ_URL`` or ``DATABASE_URL`` points everything at external brokers: ``up`` then
 only checks that they answer and starts nothing.
 """
 
@@ -52,6 +55,13 @@ from dev.brokerkit.kafka import (
     kafka_wait,
 )
 from dev.brokerkit.kafka_protocol import KafkaMetadata, kafka_metadata, kafka_ready
+from dev.brokerkit.postgres import (
+    PostgresServer,
+    database_url,
+    postgres_down,
+    postgres_status,
+    postgres_up,
+)
 from dev.brokerkit.processes import broker_lock, free_port, owned_pid, port_open, spawn_detached, stop_pid
 from dev.brokerkit.prometheus import (
     PrometheusServer,
@@ -93,9 +103,11 @@ __all__ = [
     "BrokerError",
     "KafkaMetadata",
     "KafkaPaths",
+    "PostgresServer",
     "PrometheusServer",
     "RabbitPaths",
     "cache_dir",
+    "database_url",
     "down",
     "ensure_kafka_jars",
     "free_port",
@@ -136,6 +148,8 @@ def up(services: Sequence[str]) -> None:
         kafka_pid_to_wait = kafka_launch() if "kafka" in services else None
         if "rabbitmq" in services:
             rabbitmq_up()
+        if "postgres" in services:
+            postgres_up()
         if "kafka" in services:
             kafka_wait(kafka_pid_to_wait)
     log(f"ready in {time.monotonic() - started:.1f}s: {', '.join(services)}")
@@ -148,12 +162,15 @@ def down(services: Sequence[str]) -> None:
             kafka_down()
         if "rabbitmq" in services:
             rabbitmq_down()
+        if "postgres" in services:
+            postgres_down()
         if "prometheus" in services:
             log("Prometheus: nothing to stop (test servers stop with their tests)")
 
 
 def status(services: Sequence[str]) -> bool:
-    checks = {"kafka": kafka_status, "rabbitmq": rabbitmq_status, "prometheus": prometheus_status}
+    checks = {"kafka": kafka_status, "rabbitmq": rabbitmq_status, "prometheus": prometheus_status,
+              "postgres": postgres_status}
     results = [checks[name]() for name in services]
     return all(results)
 

@@ -46,6 +46,7 @@ class Runtime:
         self._publisher: Publisher | None = None
         # OpenTelemetry spans with this provider, or the global one once configured (topo.runtime.tracing).
         self.tracing = Tracing.detect(transport.kind, tracer_provider)
+        self._stores: list[ProcessedStore] = []
 
     @classmethod
     def from_generated(cls, generated_dir: Path | str = "generated", broker: str | None = None,
@@ -99,12 +100,17 @@ class Runtime:
         """A runner for `group` with its handlers resolved now (errors name what is missing)."""
         model = self.topology.group(group)
         handlers = self.registry.resolve(model)
-        return GroupRunner(self.topology, model, self.classes, self.transport, handlers,
-                           store=store if store is not None else store_for(model, self.state_dir),
+        if store is None:
+            store = store_for(model, self.state_dir, workers=max(1, concurrency))
+            self._stores.append(store)  # closed with the runtime (a PostgreSQL store holds a pool)
+        return GroupRunner(self.topology, model, self.classes, self.transport, handlers, store=store,
                            metrics=self.metrics, concurrency=concurrency, shutdown_timeout=shutdown_timeout,
                            time_scale=time_scale, client_id=client_id, state=state, tracing=self.tracing)
 
     def close(self) -> None:
+        for store in self._stores:
+            store.close()
+        self._stores.clear()
         if self._publisher is not None:
             self._publisher.close()
             self._publisher = None

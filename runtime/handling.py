@@ -141,8 +141,9 @@ class Handling:
         # The in-memory store shares no transaction: workers use it through its dictionary's
         # own methods, keyed on the UUID's integer (hashed in C; formatting costs more), and
         # skip the context manager of `processing`.
-        self.memory = store if type(store) is MemoryStore else None
-        self.transactional = None if self.memory is not None else store
+        self.memory = store if isinstance(store, MemoryStore) else None
+        # Any other store group-commits (topo.runtime.group_commit).
+        self.durable = None if self.memory is not None else store
 
     def route_of(self, delivery: Delivery) -> GroupRoute | None:
         """The route of a delivery; a retry copy names its original topic in a header."""

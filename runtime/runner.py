@@ -99,6 +99,8 @@ class GroupRunner:
         self.handling = Handling(group, build_routes(group, classes, handlers, metrics, tracing), self.store,
                                  time_scale)
         self.handoff = Handoff(self.stop)
+        if state is not None:  # a durable store that fails makes the member not ready until it is back
+            self.handoff.on_store = lambda reason: state.set_store(group.name, reason)
         self.settler = Settler(group.name, self.handoff.completions)
         self.in_flight = 0
         self.in_flight_by_stream: dict[StreamId, int] = {}

@@ -8,6 +8,9 @@ successes before it. An ordered event that must
 retry in place parks its lane (its key's later events wait behind it, in order) and the worker
 keeps serving the other keys; the retry fires from the worker's own timer.
 
+With a durable processed store (SQLite, PostgreSQL) the path is `topo.runtime.group_commit`:
+a batch in one store transaction, its outcomes handed over only after the commit.
+
 `Worker` is the executor; it runs on the loop thread for an inline runner (concurrency 0), or
 inside a `WorkerThread`. Either way it sees the runner only through a `Handoff`.
 """
@@ -21,11 +24,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
 
 from pydantic import ValidationError
 
 from topo.core import headers as H
+from topo.runtime.group_commit import handle_durable
 from topo.runtime.handling import Done, Handling, Lane, Outcome, Sample, Work, outcome
 from topo.runtime.transport.base import Delivery, StreamId
 
@@ -51,6 +54,32 @@ class Handoff:
         self.draining = False  # shutdown past its deadline: parked work is released
         self.failure: BaseException | None = None  # a worker thread crashed
         self.stop = stop
+        # A durable processed store that fails: the group acknowledges nothing until it is back.
+        self.store_down: str | None = None
+        self.on_store: Callable[[str | None], None] | None = None  # told each change (None: available)
+        self._store_lock = threading.Lock()
+
+    def store_trouble(self, reason: str) -> None:
+        """A worker's store transaction failed; it retries with backoff."""
+        with self._store_lock:
+            first = self.store_down is None
+            self.store_down = reason
+        if first:
+            log.warning("processed store unavailable: %s; nothing is acknowledged until it is back, retrying",
+                        reason)
+            if self.on_store is not None:
+                self.on_store(reason)
+
+    def store_ok(self) -> None:
+        """A store transaction committed (called per commit: one attribute read when all is well)."""
+        if self.store_down is None:
+            return
+        with self._store_lock:
+            was, self.store_down = self.store_down, None
+        if was is not None:
+            log.warning("processed store available again; acknowledging resumes")
+            if self.on_store is not None:
+                self.on_store(None)
 
     def crashed(self, error: BaseException) -> None:
         self.failure = error
@@ -98,14 +127,11 @@ class Worker:
         successes before it. Returns False when the last delivery was parked for an in-place
         retry."""
         handling, handoff = self.handling, self.handoff
+        memory = handling.memory
+        if memory is None:  # a durable store: one transaction per batch (topo.runtime.group_commit)
+            return handle_durable(self, deliveries, generations, pending)
         steps_of = handling.steps.get
-        memory, store = handling.memory, handling.transactional
-        seen: Callable[[Any], bool]
-        if memory is not None:
-            seen, add = memory.seen, memory.add
-        else:
-            assert store is not None
-            seen = store.is_processed
+        seen, add = memory.seen, memory.add
         blocked = self.blocked
         current = generations is handoff.generations
         samples: list[Sample] | None = [] if self.metrics else None
@@ -140,7 +166,7 @@ class Worker:
                 finished = self._divert(done, samples, handling.poison(work, error))
                 continue
             # The in-memory store keys on the UUID's integer (hashed in C; formatting costs more).
-            event_id: Any = str(envelope.event_id) if store is not None else envelope.event_id.int
+            event_id = envelope.event_id.int
             if seen(event_id):
                 work = pending or handling.work(delivery, route, generations)
                 finished = self._divert(done, samples, outcome(work, Outcome.DUPLICATE))
@@ -148,18 +174,11 @@ class Worker:
             if samples is not None:
                 started = clock()
             try:
-                if store is not None:
-                    with store.processing(event_id) as transaction:
-                        if fast is None:
-                            route.call(envelope, handling.context(delivery, route, pending, transaction))
-                        else:
-                            fast(envelope)
+                if fast is None:
+                    route.call(envelope, handling.context(delivery, route, pending, None))
                 else:
-                    if fast is None:
-                        route.call(envelope, handling.context(delivery, route, pending, None))
-                    else:
-                        fast(envelope)
-                    add(event_id, None)  # the window is trimmed once per `Done` (`_flush`)
+                    fast(envelope)
+                add(event_id, None)  # the window is trimmed once per `Done` (`_flush`)
             except Exception as error:
                 work = pending or handling.work(delivery, route, generations)
                 finished = self._divert(done, samples, handling.failed(work, route, envelope, error, started))

@@ -54,6 +54,7 @@ BROKER_MARKERS = {
     "rabbitmq": "needs a running RabbitMQ node (make brokers-up)",
     "prometheus": "needs promtool / a Prometheus server binary (make brokers-up)",
     "cluster": "needs the local 3-node cluster (make cluster-up); runs only with --cluster (make test-faults)",
+    "postgres": "needs a running PostgreSQL server (make brokers-up)",
 }
 # A test that uses one of these fixtures gets the matching marker, so `-m "not kafka"` selects well.
 FIXTURE_MARKERS = {
@@ -67,6 +68,7 @@ FIXTURE_MARKERS = {
     "promtool": "prometheus",
     "prometheus_server": "prometheus",
     "local_cluster": "cluster",
+    "postgres_url": "postgres",
 }
 
 
@@ -103,6 +105,23 @@ def broker_unavailable(what: str, detail: str) -> NoReturn:
 def unique_name() -> str:
     """A short prefix unique to this test: lowercase letter first, then letters, digits and '-'."""
     return f"t-{uuid.uuid4().hex[:8]}"
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The shared server's URL (make brokers-up, or DATABASE_URL); tests use tables of their own."""
+    import psycopg
+
+    url = brokers.database_url()
+    try:
+        with psycopg.connect(url, connect_timeout=10) as connection:
+            connection.execute("SELECT 1")
+    except psycopg.Error as error:
+        broker_unavailable("PostgreSQL", f"{url.rsplit('@', 1)[-1]}: {error}")
+    return url
 
 
 # --------------------------------------------------------------------------- Kafka

@@ -44,7 +44,12 @@ def owned_pid(pid_file: Path, *markers: str) -> int | None:
     The command line must contain every marker, so that a recycled pid is never taken for ours.
     """
     pid = read_pid(pid_file)
-    if pid is None or not is_alive(pid):
+    return None if pid is None else pid_if_alive(pid, *markers)
+
+
+def pid_if_alive(pid: int, *markers: str) -> int | None:
+    """``pid`` if that process runs and its command line contains every marker, else None."""
+    if not is_alive(pid):
         return None
     command = cmdline(pid)
     if all(marker in command for marker in markers):

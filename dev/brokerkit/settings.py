@@ -11,7 +11,7 @@ REPO_ROOT = DEV_DIR.parent
 KAFKA_VERSION = os.environ.get("TOPO_KAFKA_VERSION", "4.4.0")
 KAFKA_HEAP = os.environ.get("TOPO_KAFKA_HEAP", "512m")
 RABBITMQ_PLUGINS = ("rabbitmq_consistent_hash_exchange", "rabbitmq_management", "rabbitmq_prometheus")
-SERVICES = ("kafka", "rabbitmq", "prometheus")
+SERVICES = ("kafka", "rabbitmq", "prometheus", "postgres")
 
 KAFKA_START_TIMEOUT = 120.0
 RABBITMQ_START_TIMEOUT = 120.0

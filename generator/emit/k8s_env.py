@@ -2,7 +2,7 @@
 
 Connection settings keep their `${VAR:-default}` references (topo.core.interpolate); in
 Kubernetes each referenced variable arrives from the ConfigMap `<topology>-topo-config` or, for
-credentials (SASL settings, RabbitMQ URLs, which carry a password), from the Secret
+credentials (SASL settings, RabbitMQ and PostgreSQL URLs, which carry a password), from the Secret
 `<topology>-topo-secrets`; never as a value in a manifest. A reference with a default is an
 optional key (absent, the default applies), one without is required; so is a variable KEDA reads
 (the broker address of its trigger): KEDA knows no topology defaults.
@@ -58,6 +58,8 @@ def settings(topology: Topology, group: ConsumerGroup | None) -> list[tuple[str,
         items += [(topology.rabbitmq.url, True), (topology.rabbitmq.management_url, True)]
     if group is not None and group.dedup.path:
         items.append((group.dedup.path, False))
+    if group is not None and group.dedup.dsn:
+        items.append((group.dedup.dsn, True))  # a database URL carries its password
     return items
 
 

@@ -332,9 +332,17 @@ class SemanticChecker(Checker):
         if store == "sqlite" and "path" not in merged:
             self.error(where.get("store", layers[-1]), "the sqlite dedup store needs a `path`",
                        "add e.g. `path: \"${TOPO_STATE_DIR:-.topo-state}/<group>.sqlite\"`")
-        if store == "memory" and "path" in merged and "path" in self.mapping(layers[-1]):
-            self.warning(where["path"], "`path` is ignored by the memory dedup store",
-                         "remove it, or use `store: sqlite`", key=True)
+        if store == "postgres" and "dsn" not in merged:
+            self.error(where.get("store", layers[-1]), "the postgres dedup store needs a `dsn`",
+                       "add e.g. `dsn: \"${DATABASE_URL:-postgresql://topo:topo@127.0.0.1:5432/topo}\"`")
+        if store == "postgres" and "dsn" in merged and "${" not in str(merged["dsn"]) and "@" in str(merged["dsn"]):
+            self.error(where["dsn"], "the postgres dedup store's `dsn` holds credentials written into the topology",
+                       "write it as `${DATABASE_URL}` (or `${DATABASE_URL:-...}` with a development default) "
+                       "and set DATABASE_URL in the environment")
+        for key, owner in (("path", "sqlite"), ("dsn", "postgres"), ("table", "postgres")):
+            if store != owner and key in merged and key in self.mapping(layers[-1]):
+                self.warning(where[key], f"`{key}` is ignored by the {store} dedup store",
+                             f"remove it, or use `store: {owner}`", key=True)
 
     def check_defaults(self) -> None:
         self.check_retry(None)

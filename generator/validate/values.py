@@ -1,6 +1,6 @@
 """Interpolation and connection values: where `${VAR}` may appear, and what connection settings expand to.
 
-Only broker connection settings and `dedup.path` read the environment; anywhere else a `${...}` is
+Only broker connection settings, `dedup.path` and `dedup.dsn` read the environment; anywhere else a `${...}` is
 an error. A reference without a default must name a set variable. The connection settings are
 checked after expansion (a Kafka security protocol, host:port lists, amqp:// and http:// URLs)
 but their values are never printed: they may hold credentials.
@@ -33,7 +33,7 @@ class ValueChecker(Checker):
     def interpolation_allowed(self, path: NodePath) -> bool:
         if len(path) == 3 and path[2] in CONNECTION_KEYS.get((str(path[0]), str(path[1])), ()):
             return True
-        return len(path) >= 2 and path[-2:] == ("dedup", "path") and (
+        return len(path) >= 2 and path[-2] == "dedup" and path[-1] in ("path", "dsn") and (
             (path[0] == "defaults" and len(path) == 3) or (path[0] == "consumer_groups" and len(path) == 4))
 
     def check_interpolation(self, path: NodePath, node: Any) -> None:
@@ -54,7 +54,7 @@ class ValueChecker(Checker):
         if not self.interpolation_allowed(path):
             self.report("error", self.span_at(path, start),
                         f"`${{...}}` is not allowed in {display(path)}: only broker connection settings and "
-                        "dedup.path read the environment",
+                        "dedup.path / dedup.dsn read the environment",
                         "write the value itself; `$${` writes a literal `${`")
             return
         if interpolate.malformed(text):

@@ -45,6 +45,7 @@ class RuntimeState:
         self._connected = False
         self._assigned: dict[str, int] = {}
         self._failure: str | None = None
+        self._store_down: dict[str, str] = {}  # group -> why its processed store is unavailable
         self._clock = clock
 
     @property
@@ -66,6 +67,14 @@ class RuntimeState:
         with self._lock:
             self._assigned.pop(group, None)
 
+    def set_store(self, group: str, reason: str | None) -> None:
+        """The group's processed store is unavailable (`reason`) or available again (None)."""
+        with self._lock:
+            if reason is None:
+                self._store_down.pop(group, None)
+            else:
+                self._store_down[group] = reason
+
     def fail(self, reason: str) -> None:
         """A fatal error: /healthz answers 503 with `reason` from now on."""
         with self._lock:
@@ -77,8 +86,11 @@ class RuntimeState:
             if not self._connected:
                 reasons.append("not connected to the broker")
             reasons.extend(f"group {g} has no assignment yet" for g in self._groups if g not in self._assigned)
+            reasons.extend(f"group {g}: processed store unavailable ({why}); nothing is acknowledged"
+                           for g, why in sorted(self._store_down.items()))
             details: dict[str, object] = {"connected": self._connected,
-                                          "assigned": {g: self._assigned.get(g) for g in self._groups}}
+                                          "assigned": {g: self._assigned.get(g) for g in self._groups},
+                                          "store_unavailable": dict(self._store_down)}
         return Verdict(not reasons, tuple(reasons), details)
 
     def liveness(self, metrics: RuntimeMetrics | None, stall_after: Callable[[str], float]) -> Verdict:

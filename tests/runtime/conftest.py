@@ -75,3 +75,34 @@ def make_bus(transport_kind: str, request: pytest.FixtureRequest, tmp_path: Path
 def needs_processes(transport_kind: str) -> None:
     if transport_kind == "memory":
         pytest.skip("not applicable: the in-memory transport lives in one process, `topo run` is another")
+
+
+STORES = ("memory", "sqlite", "postgres")
+
+
+@pytest.fixture(params=STORES)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def dedup(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    """A group's `dedup` settings for `store_kind`: the PostgreSQL store gets a table of its own."""
+    if store_kind == "memory":
+        yield {"store": "memory"}
+    elif store_kind == "sqlite":
+        yield {"store": "sqlite", "path": str(tmp_path / "dedup.sqlite")}
+    else:
+        url = request.getfixturevalue("postgres_url")
+        table = f"processed_{uuid.uuid4().hex[:10]}"
+        yield {"store": "postgres", "dsn": url, "table": table}
+        drop_tables(url, table, f"effects_{table}")
+
+
+def drop_tables(url: str, *tables: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(url, autocommit=True) as connection:
+        for table in tables:
+            connection.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import sqlite3
 import threading
 import time
 import uuid
@@ -79,8 +80,8 @@ def test_every_event_reaches_every_subscribed_group(make_bus: Callable[..., Bus]
         assert set(seen[group]) == wanted, f"{group}: {len(wanted - set(seen[group]))} events lost"
 
 
-def test_a_duplicate_reaches_the_handler_once(make_bus: Callable[..., Bus]) -> None:
-    bus = make_bus()
+def test_a_duplicate_reaches_the_handler_once(make_bus: Callable[..., Bus], dedup: dict[str, Any]) -> None:
+    bus = make_bus(groups={"gamma": {"dedup": dedup}})
     runtime = bus.runtime()
     module = runtime.classes.module
     identity = uuid.uuid4()
@@ -93,6 +94,63 @@ def test_a_duplicate_reaches_the_handler_once(make_bus: Callable[..., Bus]) -> N
     runner = runtime.runner("gamma")
     runner.run(until=settled(runner, lambda: runner.handled >= 4), timeout=60)
     assert sorted(e.payload.seq for e in handled) == [1, 2]
+
+
+def write_effect(transaction: Any, table: str, event_id: str, seq: int) -> None:
+    """One row per handled event, written through the store's transaction (SQLite or psycopg)."""
+    if isinstance(transaction, sqlite3.Connection):
+        transaction.execute(f"CREATE TABLE IF NOT EXISTS {table} (event_id TEXT, seq INTEGER)")
+        transaction.execute(f"INSERT INTO {table} VALUES (?, ?)", (event_id, seq))
+    else:
+        transaction.execute(f"CREATE TABLE IF NOT EXISTS {table} (event_id text, seq integer)")
+        transaction.execute(f"INSERT INTO {table} VALUES (%s, %s)", (event_id, seq))
+
+
+def read_effects(dedup: dict[str, Any], table: str) -> list[tuple[str, int]]:
+    if dedup["store"] == "sqlite":
+        with sqlite3.connect(dedup["path"]) as connection:
+            return list(connection.execute(f"SELECT event_id, seq FROM {table}"))
+    import psycopg
+
+    with psycopg.connect(dedup["dsn"]) as connection:
+        return [(str(a), int(b)) for a, b in connection.execute(f"SELECT event_id, seq FROM {table}")]
+
+
+@pytest.mark.parametrize("concurrency", [8, 0], ids=["workers", "inline"])
+def test_effects_written_through_the_store_transaction_happen_once_and_a_failure_undoes_only_its_own(
+        make_bus: Callable[..., Bus], dedup: dict[str, Any], concurrency: int) -> None:
+    if dedup["store"] == "memory":
+        pytest.skip("not applicable: the memory store shares no transaction")
+    table = "effects" if dedup["store"] == "sqlite" else f"effects_{dedup['table']}"
+    bus = make_bus(groups={"gamma": {"dedup": dedup}}, retry_initial="100ms")
+    runtime = bus.runtime()
+    module = runtime.classes.module
+    ids: dict[str, int] = {}
+    for seq in range(300):
+        note = "flaky" if seq % 50 == 7 else None
+        identity = uuid.uuid4()
+        copies = 2 if seq % 10 == 3 else 1  # redeliveries of the same event
+        for _ in range(copies):
+            runtime.publisher().publish(module.TokenMoved(chain_id=1, token=f"t{seq % 7}", seq=seq, note=note),
+                                        event_id=identity)
+        ids[str(identity)] = seq
+    assert runtime.publisher().flush(30) == 0
+    calls: list[int] = []
+
+    def handle(event: Any, context: Any) -> None:
+        write_effect(context.transaction, table, str(event.event_id), event.payload.seq)
+        calls.append(event.payload.seq)
+        if event.payload.note == "flaky" and context.attempt == 1:
+            raise RuntimeError("fails after writing: the write must be rolled back")
+
+    runtime.register("gamma", handle)
+    runner = runtime.runner("gamma", concurrency=concurrency)
+    flaky = sum(1 for seq in ids.values() if seq % 50 == 7)
+    runner.run(until=settled(runner, lambda: len(calls) >= len(ids) + flaky), timeout=90)
+    effects = read_effects(dedup, table)
+    assert sorted(effects) == sorted((i, s) for i, s in ids.items()), (
+        f"{len(effects)} rows for {len(ids)} events: each event's write exactly once, the failed attempts' none")
+    assert len(calls) == len(ids) + flaky, "a duplicate reached the handler"
 
 
 def recorded_retries(runtime: Any) -> list[tuple[float, dict[str, str]]]:
@@ -240,11 +298,12 @@ def test_an_ordered_key_waits_for_its_retry_while_other_keys_flow(make_bus: Call
 
 
 def test_exactly_once_group_commits_offsets_and_copies_in_transactions(make_bus: Callable[..., Bus],
-                                                                       transport_kind: str) -> None:
+                                                                       transport_kind: str,
+                                                                       dedup: dict[str, Any]) -> None:
     if transport_kind != "kafka":
         pytest.skip("not applicable: exactly-once is Kafka's (transactions); "
                     "other transports run such groups at-least-once")
-    bus = make_bus(groups={"gamma": {"delivery": "exactly_once"}}, retry_initial="100ms")
+    bus = make_bus(groups={"gamma": {"delivery": "exactly_once", "dedup": dedup}}, retry_initial="100ms")
     runtime = bus.runtime()
     for seq in range(50):
         publish_token(runtime, f"t{seq % 5}", seq, note="fail" if seq == 7 else None)

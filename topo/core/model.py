@@ -167,9 +167,11 @@ class RabbitGroupPlumbing(Frozen):
 
 
 class DedupSettings(Frozen):
-    store: Literal["memory", "sqlite"]
-    capacity: int  # memory store: most recent event ids kept
+    store: Literal["memory", "sqlite", "postgres"]
+    capacity: int  # memory store: most recent event ids kept; sqlite and postgres: ids retained
     path: str | None  # sqlite store: database file (may hold ${VAR} references)
+    dsn: str | None  # postgres store: connection URL (a credential; holds ${VAR} references)
+    table: str  # postgres store: the table of processed ids (an SQL identifier)
 
 
 class ConsumerGroup(Frozen):

@@ -17,7 +17,7 @@ from topo.core.model import EventType, KafkaSettings, KafkaTopicSettings, RetryD
 
 __all__ = [
     "CHAIN_ID", "CRASH_LOOP_ALLOWANCE", "DEFAULT_ALERTS", "DEFAULT_DEDUP_CAPACITY",
-    "DEFAULT_DEDUP_STORE", "DEFAULT_EVENT_VERSION", "DEFAULT_KAFKA", "DEFAULT_MAX_IN_FLIGHT",
+    "DEFAULT_DEDUP_STORE", "DEFAULT_DEDUP_TABLE", "DEFAULT_EVENT_VERSION", "DEFAULT_KAFKA", "DEFAULT_MAX_IN_FLIGHT",
     "DEFAULT_PARTITIONS", "DEFAULT_RABBITMQ", "DEFAULT_READER", "DEFAULT_RETRY", "DEFAULT_TOPIC_NAMING",
     "DLQ_MIN_RETENTION_MS", "KEY_HEADER", "NAMING_PLACEHOLDERS", "class_name", "default_exchange", "dlq_name",
     "envelope_class_name", "events_module", "format_name", "group_prefix", "hash_exchange_type",
@@ -52,6 +52,7 @@ DEFAULT_RABBITMQ: dict[str, str] = {
 DEFAULT_MAX_IN_FLIGHT = 256
 DEFAULT_DEDUP_CAPACITY = 100_000
 DEFAULT_DEDUP_STORE = "memory"
+DEFAULT_DEDUP_TABLE = "topo_processed"  # the PostgreSQL store's table of processed event ids
 DEFAULT_PARTITIONS = 3
 DEFAULT_EVENT_VERSION = "1.0"
 DEFAULT_READER = "tolerant"  # consumers accept payload fields they do not know
