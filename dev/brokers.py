@@ -58,6 +58,7 @@ from dev.brokerkit.kafka_protocol import KafkaMetadata, kafka_metadata, kafka_re
 from dev.brokerkit.postgres import (
     PostgresServer,
     database_url,
+    postgres_bin,
     postgres_down,
     postgres_status,
     postgres_up,
@@ -121,6 +122,7 @@ __all__ = [
     "log",
     "main",
     "owned_pid",
+    "postgres_bin",
     "port_open",
     "prometheus_binary",
     "prometheus_version",

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from topologies import Bus, compile_topology, delete_kafka, document, provision_kafka, provision_rabbitmq
+from topologies import Bus, compile_topology, delete_kafka, document, drop_tables, provision_kafka, provision_rabbitmq
 
 TRANSPORTS = ("memory", "kafka", "rabbitmq")
 REPO = Path(__file__).resolve().parents[2]
@@ -98,11 +98,3 @@ def dedup(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> It
         yield {"store": "postgres", "dsn": url, "table": table}
         drop_tables(url, table, f"effects_{table}")
 
-
-def drop_tables(url: str, *tables: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(url, autocommit=True) as connection:
-        for table in tables:
-            connection.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))

@@ -112,3 +112,12 @@ class Bus:
     @property
     def topology_file(self) -> Path:
         return self.generated / "topology.json"
+
+
+def drop_tables(url: str, *tables: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(url, autocommit=True) as connection:
+        for table in tables:
+            connection.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
