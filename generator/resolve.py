@@ -50,9 +50,11 @@ from topo.core.names import (
     DEFAULT_TOPIC_NAMING,
     DLQ_MIN_RETENTION_MS,
     KEY_HEADER,
+    MIN_INSYNC_REPLICAS,
     class_name,
     default_exchange,
     default_image,
+    default_min_insync_replicas,
     dlq_name,
     events_module,
     format_name,
@@ -154,6 +156,39 @@ def kafka_configs(event: Doc, defaults: Doc) -> dict[str, str]:
     return dict(sorted(configs.items()))
 
 
+def with_min_insync_replicas(configs: dict[str, str], replication_factor: int,
+                             event: Doc, defaults: Doc, kafka_doc: Doc) -> dict[str, str]:
+    """Topic configs with `min.insync.replicas`: the nearest layer that sets it (the event, then
+    `defaults`, as `min_insync_replicas` or in `configs`; validation forbids both on one layer),
+    then `broker.kafka.min_insync_replicas`, else the default for the replication factor."""
+    chosen: int | None = None
+    for layer in (event, defaults):
+        if "min_insync_replicas" in layer:
+            chosen = int(layer["min_insync_replicas"])
+        elif MIN_INSYNC_REPLICAS in _section(layer, "configs"):
+            chosen = int(layer["configs"][MIN_INSYNC_REPLICAS])
+        if chosen is not None:
+            break
+    if chosen is None and "min_insync_replicas" in kafka_doc:
+        chosen = int(kafka_doc["min_insync_replicas"])
+    if chosen is None:
+        chosen = default_min_insync_replicas(replication_factor)
+    if chosen is None:
+        return configs
+    return dict(sorted({**configs, MIN_INSYNC_REPLICAS: str(chosen)}.items()))
+
+
+def _event_topic_settings(event: Doc, defaults: Doc, kafka_doc: Doc, kafka: KafkaSettings) -> KafkaTopicSettings:
+    replication_factor = int(event.get("replication_factor", defaults.get("replication_factor",
+                                                                          kafka.replication_factor)))
+    return KafkaTopicSettings(
+        partitions=int(event.get("partitions", defaults.get("partitions", kafka.partitions))),
+        replication_factor=replication_factor,
+        configs=with_min_insync_replicas(kafka_configs(event, defaults), replication_factor,
+                                         event, defaults, kafka_doc),
+    )
+
+
 def resolve(doc: Doc) -> Topology:
     name = str(doc["name"])
     defaults = _section(doc, "defaults")
@@ -217,12 +252,7 @@ def resolve(doc: Doc) -> Topology:
             key=str(event_doc.get("key", default_key)),
             ordered=bool(event_doc.get("ordered", default_ordered)),
             payload=resolve_payload(_section(event_doc, "payload")),
-            kafka=KafkaTopicSettings(
-                partitions=int(event_doc.get("partitions", defaults.get("partitions", kafka.partitions))),
-                replication_factor=int(event_doc.get("replication_factor",
-                                                     defaults.get("replication_factor", kafka.replication_factor))),
-                configs=kafka_configs(event_doc, defaults),
-            ),
+            kafka=_event_topic_settings(event_doc, defaults, kafka_doc, kafka),
             topics=topics,
             consumers=tuple(consumers[event_name]),
             reader=Reader(event_doc.get("reader", defaults.get("reader", DEFAULT_READER))),

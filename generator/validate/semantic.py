@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from pydantic import StringConstraints, TypeAdapter
 
 from topo.core.durations import format_duration
-from topo.core.names import CHAIN_ID, DEFAULT_DEDUP_STORE, DEFAULT_RETRY
+from topo.core.names import CHAIN_ID, DEFAULT_DEDUP_STORE, DEFAULT_RETRY, MIN_INSYNC_REPLICAS
 from topo.generator.document import NodePath
 from topo.generator.emit.fieldtypes import python_name
 from topo.generator.resolve import resolve_retry
@@ -79,6 +79,7 @@ class SemanticChecker(Checker):
                            f"rename `{attribute}`", key=True)
         self.check_key(name, event, payload)
         self.check_configs(path)
+        self.check_min_insync_replicas(name, path)
 
     def check_unique_list(self, path: NodePath, what: str) -> None:
         items = self.get(path)
@@ -227,7 +228,8 @@ class SemanticChecker(Checker):
                                       or (isinstance(value, str) and re.fullmatch(r"-1|[0-9]+", value))):
             self.error(where, f"{display(where)} must be a number of milliseconds, or -1 for unlimited retention",
                        "for a duration such as 7d, write `retention: 7d` instead")
-        for config, setting in (("retention.ms", "retention"), ("cleanup.policy", "cleanup_policy")):
+        for config, setting in (("retention.ms", "retention"), ("cleanup.policy", "cleanup_policy"),
+                                (MIN_INSYNC_REPLICAS, "min_insync_replicas")):
             layers = [("defaults",)] + ([owner] if owner else [])
             in_configs = [(*layer, "configs", config) for layer in layers
                           if config in self.mapping((*layer, "configs"))]
@@ -235,9 +237,31 @@ class SemanticChecker(Checker):
             if in_configs and as_setting and (owner is None or (owner in (p[:2] for p in in_configs + as_setting))):
                 self.error(in_configs[-1], f"`configs.{config}` conflicts with `{setting}` at "
                            f"{display(as_setting[-1])}: set it one way",
-                           f"use `{setting}:`; keep `configs: {{{config}: ...}}` only for values `{setting}` "
+                           f"use `{setting}:` and remove `{config}` from `configs`" if config == MIN_INSYNC_REPLICAS
+                           else f"use `{setting}:`; keep `configs: {{{config}: ...}}` only for values `{setting}` "
                            "cannot express (e.g. retention.ms -1: unlimited)", key=True)
 
+
+    def check_min_insync_replicas(self, name: str, event: NodePath) -> None:
+        """An event's topics need at least `min_insync_replicas` replicas, or no acks=all write succeeds."""
+        layers: list[NodePath] = [event, ("defaults",), ("broker", "kafka")]
+        factor_at = next(((*layer, "replication_factor") for layer in layers
+                          if "replication_factor" in self.mapping(layer)), None)
+        factor = self.get(factor_at) if factor_at else 1
+        candidates = [(*layer, "min_insync_replicas") for layer in layers]
+        candidates[2:2] = [(*layer, "configs", MIN_INSYNC_REPLICAS) for layer in layers[:2]]
+        where = next((path for path in candidates if self.get(path) is not None), None)
+        if where is None:
+            return
+        value = self.get(where)
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)
+        if not (isinstance(value, int) and isinstance(factor, int)) or isinstance(value, bool) or value <= factor:
+            return
+        source = f"replication_factor at {display(factor_at)}" if factor_at else "the default replication_factor"
+        self.error(where, f"min.insync.replicas {value} of event `{name}` is more than its {factor} replica(s) "
+                   f"({source}): Kafka would refuse every write with acks=all",
+                   f"set `min_insync_replicas` to at most {factor}, or raise `replication_factor` to {value} or more")
 
     # -- consumer groups --------------------------------------------------------------------------------
 

@@ -19,7 +19,8 @@ __all__ = [
     "CHAIN_ID", "CRASH_LOOP_ALLOWANCE", "DEFAULT_ALERTS", "DEFAULT_DEDUP_CAPACITY",
     "DEFAULT_DEDUP_STORE", "DEFAULT_DEDUP_TABLE", "DEFAULT_EVENT_VERSION", "DEFAULT_KAFKA", "DEFAULT_MAX_IN_FLIGHT",
     "DEFAULT_PARTITIONS", "DEFAULT_RABBITMQ", "DEFAULT_READER", "DEFAULT_RETRY", "DEFAULT_TOPIC_NAMING",
-    "DLQ_MIN_RETENTION_MS", "KEY_HEADER", "NAMING_PLACEHOLDERS", "class_name", "default_exchange", "dlq_name",
+    "DLQ_MIN_RETENTION_MS", "KEY_HEADER", "MIN_INSYNC_REPLICAS", "NAMING_PLACEHOLDERS", "SAFE_MIN_INSYNC_REPLICAS",
+    "class_name", "default_exchange", "default_min_insync_replicas", "dlq_name",
     "envelope_class_name", "events_module", "format_name", "group_prefix", "hash_exchange_type",
     "plumbing_topic_settings", "retry_destinations", "retry_name", "work_queue_names",
 ]
@@ -55,6 +56,10 @@ DEFAULT_DEDUP_STORE = "memory"
 DEFAULT_DEDUP_TABLE = "topo_processed"  # the PostgreSQL store's table of processed event ids
 DEFAULT_PARTITIONS = 3
 DEFAULT_EVENT_VERSION = "1.0"
+MIN_INSYNC_REPLICAS = "min.insync.replicas"  # the Kafka topic config `min_insync_replicas` sets
+# With acks=all a write is acknowledged once this many replicas have it: 2 of 3 survives the loss
+# of any one broker without losing an acknowledged write, and keeps accepting writes meanwhile.
+SAFE_MIN_INSYNC_REPLICAS = 2
 DEFAULT_READER = "tolerant"  # consumers accept payload fields they do not know
 # Dead letters wait for a person to look at them: keep them at least this long (milliseconds).
 DLQ_MIN_RETENTION_MS = 30 * 24 * 3600 * 1000
@@ -124,11 +129,18 @@ def retry_destinations(prefix: str, policy: RetryPolicy) -> tuple[RetryDestinati
     return tuple(RetryDestination(delay_seconds=d, name=retry_name(prefix, d)) for d in unique)
 
 
+def default_min_insync_replicas(replication_factor: int) -> int | None:
+    """`min_insync_replicas` when the topology sets none: 2 with 3 or more replicas; else None, the
+    broker's own default (1), since 2 of 2 would stop every write while one broker is down."""
+    return SAFE_MIN_INSYNC_REPLICAS if replication_factor >= 3 else None
+
+
 def plumbing_topic_settings(events: Sequence[EventType], kafka: KafkaSettings,
                             min_retention_ms: int | None = None) -> KafkaTopicSettings:
     """Settings of a group's retry or dead-letter topic, derived from the events it carries.
 
-    As many partitions and replicas as the largest of those events; always `cleanup.policy=delete`
+    As many partitions and replicas as the largest of those events, the highest of their
+    `min.insync.replicas` (else the default for that many replicas); always `cleanup.policy=delete`
     (compaction would drop retries and dead letters that share a key); the longest of their
     retentions, raised to `min_retention_ms` when given.
     """
@@ -138,8 +150,13 @@ def plumbing_topic_settings(events: Sequence[EventType], kafka: KafkaSettings,
     configs = {"cleanup.policy": "delete"}
     if retentions:
         configs["retention.ms"] = str(-1 if -1 in retentions else max(retentions))
+    replication_factor = max((e.kafka.replication_factor for e in events), default=kafka.replication_factor)
+    in_sync = [int(e.kafka.configs[MIN_INSYNC_REPLICAS]) for e in events if MIN_INSYNC_REPLICAS in e.kafka.configs]
+    min_insync = max(in_sync) if in_sync else default_min_insync_replicas(replication_factor)
+    if min_insync is not None:
+        configs[MIN_INSYNC_REPLICAS] = str(min_insync)
     return KafkaTopicSettings(
         partitions=max((e.kafka.partitions for e in events), default=kafka.partitions),
-        replication_factor=max((e.kafka.replication_factor for e in events), default=kafka.replication_factor),
+        replication_factor=replication_factor,
         configs=dict(sorted(configs.items())),
     )
