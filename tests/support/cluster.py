@@ -65,7 +65,7 @@ class LocalCluster:
 
 @pytest.fixture(scope="session")
 def cluster_session() -> LocalCluster:
-    report = cluster.cluster_report()
+    report: dict[str, Any] = cluster.cluster_report()
     if not report["healthy"]:
         sick = "; ".join(f"{entry['name']}: {entry['state']}, {entry['health']}"
                          for entry in report["nodes"] if not entry["healthy"])
