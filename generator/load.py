@@ -13,7 +13,8 @@ from pathlib import Path
 
 from topo.core.model import SourceFile, Topology
 from topo.generator.diagnostics import Diagnostic, TopologyError, has_errors, ordered
-from topo.generator.parse import parse
+from topo.generator.document import Document
+from topo.generator.parse import parse, parse_text
 from topo.generator.resolve import resolve
 from topo.generator.validate import validate
 
@@ -22,6 +23,19 @@ def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None
          ) -> tuple[Topology | None, list[Diagnostic]]:
     """Parse, validate and resolve: the topology (None on any error) and every diagnostic."""
     document, diagnostics = parse(path)
+    topology, diagnostics = compile_document(document, diagnostics, env)
+    return (None if topology is None else topology.model_copy(update={"source": source_file(path)})), diagnostics
+
+
+def load_text(source: str, file: str, env: Mapping[str, str] | None = None
+              ) -> tuple[Topology | None, list[Diagnostic]]:
+    """The same from text, e.g. a topology.yaml as another git commit has it; `file` names it in
+    diagnostics (`REF:topology.yaml`)."""
+    return compile_document(*parse_text(source, file), env)
+
+
+def compile_document(document: Document | None, diagnostics: list[Diagnostic],
+                     env: Mapping[str, str] | None) -> tuple[Topology | None, list[Diagnostic]]:
     if document is None:
         return None, diagnostics
     diagnostics = ordered([*diagnostics, *validate(document, env)])
@@ -33,7 +47,7 @@ def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None
         return None, [*diagnostics, Diagnostic(
             "error", document.file, 0, 0, f"internal error while resolving the topology: {exc!r}",
             "this is a bug in topo's validator (it accepted what the resolver cannot handle); please report it")]
-    return topology.model_copy(update={"source": source_file(path)}), diagnostics
+    return topology, diagnostics
 
 
 def source_file(path: str | os.PathLike[str]) -> SourceFile:

@@ -15,6 +15,7 @@ from topo.core.model import (
     AlertThresholds,
     BrokerKind,
     Chain,
+    Compatibility,
     ConsumerGroup,
     DedupSettings,
     Delivery,
@@ -37,6 +38,7 @@ from topo.core.names import (
     CHAIN_ID,
     CRASH_LOOP_ALLOWANCE,
     DEFAULT_ALERTS,
+    DEFAULT_COMPATIBILITY,
     DEFAULT_DEDUP_CAPACITY,
     DEFAULT_DEDUP_STORE,
     DEFAULT_DEDUP_TABLE,
@@ -256,6 +258,8 @@ def resolve(doc: Doc) -> Topology:
             topics=topics,
             consumers=tuple(consumers[event_name]),
             reader=Reader(event_doc.get("reader", defaults.get("reader", DEFAULT_READER))),
+            compatibility=Compatibility(event_doc.get("compatibility",
+                                                      defaults.get("compatibility", DEFAULT_COMPATIBILITY))),
         ))
     by_name = {event.name: event for event in events}
 

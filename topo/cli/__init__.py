@@ -14,6 +14,7 @@ from topo.cli.options import command_line
 COMMANDS: dict[str, str] = {
     "validate": "topo.cli.generate:validate",
     "generate": "topo.cli.generate:generate",
+    "diff": "topo.cli.compat:diff",
     "plan": "topo.cli.provision:plan",
     "apply": "topo.cli.provision:apply",
     "run": "topo.cli.runtime:run",

@@ -66,14 +66,30 @@ def validation_json(file: Path, topology: Topology | None, diagnostics: list[Dia
     return document
 
 
+def compatibility_errors(path: Path, topology: Topology, ref: str) -> list[Diagnostic]:
+    """Errors for the payload changes since `ref` that an event's `compatibility:` level forbids."""
+    from topo.cli.compat import load_at
+    from topo.generator.compat.enforce import compatibility_diagnostics
+    from topo.generator.parse import parse
+
+    document, _ = parse(path)
+    assert document is not None  # it just loaded
+    return compatibility_diagnostics(document, load_at(ref, path), topology, ref)
+
+
 @click.command()
 @FILE_ARGUMENT
 @topology_option(resolve=False)
 @json_option
-def validate(file: Path | None, topology_path: Path | None, as_json: bool) -> None:
+@click.option("--against", "ref", metavar="REF",
+              help="Also check each event's `compatibility:` level against the file at this git commit, branch "
+                   "or tag (docs/compatibility.md).")
+def validate(file: Path | None, topology_path: Path | None, as_json: bool, ref: str | None) -> None:
     """Check the topology.yaml (-t FILE; default topology.yaml) and report every error with its line and column."""
     path = source(file, topology_path, "validate")
     topology, diagnostics = load(path)
+    if ref is not None and topology is not None and not has_errors(diagnostics):
+        diagnostics = [*diagnostics, *compatibility_errors(path, topology, ref)]
     valid = topology is not None and not has_errors(diagnostics)
     if as_json:
         click.echo(json.dumps(validation_json(path, topology, diagnostics), indent=2, sort_keys=True))

@@ -50,6 +50,15 @@ class Reader(StrEnum):
     STRICT = "strict"  # unknown payload fields make the event poison (dead-lettered)
 
 
+class Compatibility(StrEnum):
+    """Which payload changes `topo validate --against REF` accepts for an event (docs/compatibility.md)."""
+
+    BACKWARD = "backward"  # new readers read what old writers wrote
+    FORWARD = "forward"  # old readers read what new writers write
+    FULL = "full"  # both
+    NONE = "none"  # not checked
+
+
 class BrokerKind(StrEnum):
     KAFKA = "kafka"
     RABBITMQ = "rabbitmq"
@@ -123,8 +132,9 @@ class EventType(Frozen):
     kafka: KafkaTopicSettings
     topics: tuple[EventTopic, ...]  # one per chain, in chain order
     consumers: tuple[str, ...]  # consumer groups subscribed to it
-    # The default keeps a topology.json written before this field existed readable.
+    # Defaults keep a topology.json written before these fields existed readable.
     reader: Reader = Reader.TOLERANT
+    compatibility: Compatibility = Compatibility.BACKWARD
 
 
 class Subscription(Frozen):

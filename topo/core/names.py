@@ -16,7 +16,7 @@ from topo.core.headers import KEY as KEY_HEADER
 from topo.core.model import EventType, KafkaSettings, KafkaTopicSettings, RetryDestination, RetryPolicy
 
 __all__ = [
-    "CHAIN_ID", "CRASH_LOOP_ALLOWANCE", "DEFAULT_ALERTS", "DEFAULT_DEDUP_CAPACITY",
+    "CHAIN_ID", "CRASH_LOOP_ALLOWANCE", "DEFAULT_ALERTS", "DEFAULT_COMPATIBILITY", "DEFAULT_DEDUP_CAPACITY",
     "DEFAULT_DEDUP_STORE", "DEFAULT_DEDUP_TABLE", "DEFAULT_EVENT_VERSION", "DEFAULT_KAFKA", "DEFAULT_MAX_IN_FLIGHT",
     "DEFAULT_PARTITIONS", "DEFAULT_RABBITMQ", "DEFAULT_READER", "DEFAULT_RETRY", "DEFAULT_TOPIC_NAMING",
     "DLQ_MIN_RETENTION_MS", "KEY_HEADER", "MIN_INSYNC_REPLICAS", "NAMING_PLACEHOLDERS", "SAFE_MIN_INSYNC_REPLICAS",
@@ -61,6 +61,7 @@ MIN_INSYNC_REPLICAS = "min.insync.replicas"  # the Kafka topic config `min_insyn
 # of any one broker without losing an acknowledged write, and keeps accepting writes meanwhile.
 SAFE_MIN_INSYNC_REPLICAS = 2
 DEFAULT_READER = "tolerant"  # consumers accept payload fields they do not know
+DEFAULT_COMPATIBILITY = "backward"  # as Schema Registry's default
 # Dead letters wait for a person to look at them: keep them at least this long (milliseconds).
 DLQ_MIN_RETENTION_MS = 30 * 24 * 3600 * 1000
 # Redeliveries beyond the retry budget only come from crashes mid-handler; the quorum queue's
