@@ -5,7 +5,7 @@ state, `topo.core.desired`), and the topology's broker and connection settings."
 from __future__ import annotations
 
 from topo.core.desired import desired_state, without_marker
-from topo.core.model import ConsumerGroup, Delivery, Topology
+from topo.core.model import ConsumerGroup, DedupSettings, Delivery, Topology
 from topo.generator.compat.rules import Change, Level, Side
 
 SAFE, CARE, BREAKING = Level.SAFE, Level.CARE, Level.BREAKING
@@ -46,12 +46,17 @@ def delivery_changes(old: ConsumerGroup, new: ConsumerGroup) -> list[Change]:
                               f"delivery {old.delivery.value} -> {new.delivery.value}"))
     a, b = old.dedup, new.dedup
     if a != b:
-        weaker = ((a.store == "sqlite" and b.store == "memory") or (a.store == b.store == "memory"
-                  and b.capacity < a.capacity) or (a.store == b.store == "sqlite" and a.path != b.path))
+        # A durable store remembers ids across restarts; ids left in another store are forgotten.
+        moved = a.store != b.store or (a.path, a.dsn, a.table) != (b.path, b.dsn, b.table)
+        weaker = (moved and a.store != "memory") or b.capacity < a.capacity
         changes.append(broker("dedup-weakened" if weaker else "dedup-strengthened", CARE if weaker else SAFE,
-                              new.name, "dedup", f"dedup {a.store} (capacity {a.capacity}, path {a.path}) -> "
-                              f"{b.store} (capacity {b.capacity}, path {b.path})"))
+                              new.name, "dedup", f"dedup {describe_store(a)} -> {describe_store(b)}"))
     return changes
+
+
+def describe_store(dedup: DedupSettings) -> str:
+    where = {"sqlite": f", path {dedup.path}", "postgres": f", table {dedup.table}"}.get(dedup.store, "")
+    return f"{dedup.store} (capacity {dedup.capacity}{where})"  # never the DSN: it may hold a credential
 
 
 def retry_changes(old: ConsumerGroup, new: ConsumerGroup) -> list[Change]:
