@@ -94,7 +94,7 @@ class Runtime:
                                         self.producer, self.metrics, self.tracing)
         return self._publisher
 
-    def runner(self, group: str, store: ProcessedStore | None = None, concurrency: int = 8,
+    def runner(self, group: str, store: ProcessedStore | None = None, concurrency: int | None = None,
                shutdown_timeout: float = 30.0, time_scale: float = 1.0, client_id: str = "", state: Any = None
                ) -> GroupRunner:
         """A runner for `group` with its handlers resolved now (errors name what is missing)."""

@@ -2,9 +2,12 @@
 
 Threads: one loop thread (the caller of `run`) talks to the transport: it polls, dispatches
 deliveries to workers (`topo.runtime.worker`), and settles their outcomes (`topo.runtime.settle`).
-`concurrency` worker threads run handlers; with concurrency 0 one worker runs them on the loop
-thread. A delivery goes to the worker chosen by its key, so events with one key run one at a time
-and in stream order. Ordered events retry in place on their worker; unordered events are retried
+By default (concurrency None) handlers run inline on the loop thread while they are quick and on
+worker threads while they block (`topo.runtime.pacing`); `concurrency` N fixes N worker threads,
+0 fixes inline. Inline work runs in slices, so the loop serves its connection between them, and
+a watchdog keeps a connection that needs it (RabbitMQ's heartbeats) alive while one long handler
+call holds the loop thread. A delivery goes to the worker chosen by its key, so events with one
+key run one at a time and in stream order. Ordered events retry in place on their worker; unordered events are retried
 through the transport's retry destinations.
 
 Settling (ack / retry_later / dead_letter / release) happens only on the loop thread, after the
@@ -21,6 +24,7 @@ import itertools
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -32,6 +36,7 @@ from topo.runtime.events import EventClasses
 from topo.runtime.handlers import BoundHandler
 from topo.runtime.handling import Handling, build_routes
 from topo.runtime.metrics import RuntimeMetrics
+from topo.runtime.pacing import DEFAULT_THREADS, SLICE, Pacing, SliceMeter
 from topo.runtime.settle import STREAM_OF, Settler
 from topo.runtime.tracing import Tracing
 from topo.runtime.transport.base import (
@@ -43,7 +48,7 @@ from topo.runtime.transport.base import (
     StreamId,
     Transport,
 )
-from topo.runtime.worker import Handoff, Worker, WorkerThread
+from topo.runtime.worker import Batch, Handoff, Worker, WorkerThread
 
 log = logging.getLogger("topo.runtime")
 
@@ -53,6 +58,7 @@ BUSY_POLL = 0.005  # poll timeout while handlers run: settles their outcomes pro
 # and a brief saturation is normal.
 PAUSE_AFTER = 1.0
 MAX_BATCH = 500  # deliveries taken per poll
+KEEPALIVE_EVERY = 1.0  # seconds: how often the watchdog serves a connection while a handler holds the loop
 
 
 class UntilTimeout(TimeoutError):
@@ -78,9 +84,9 @@ class GroupRunner:
 
     def __init__(self, topology: Topology, group: ConsumerGroup, classes: EventClasses, transport: Transport,
                  handlers: Mapping[str, BoundHandler], store: ProcessedStore | None = None,
-                 metrics: RuntimeMetrics | None = None, concurrency: int = 8, shutdown_timeout: float = 30.0,
-                 time_scale: float = 1.0, client_id: str = "", state: Any = None, tracing: Tracing | None = None
-                 ) -> None:
+                 metrics: RuntimeMetrics | None = None, concurrency: int | None = None,
+                 shutdown_timeout: float = 30.0, time_scale: float = 1.0, client_id: str = "", state: Any = None,
+                 tracing: Tracing | None = None) -> None:
         self.topology = topology
         # Optional health state (topo.runtime.observe.health.RuntimeState): told about connection
         # and assignment, so /readyz and /healthz answer for this runner.
@@ -90,9 +96,15 @@ class GroupRunner:
         self.transport = transport
         self.store = store if store is not None else MemoryStore(group.dedup.capacity)
         self.metrics = metrics
-        # 0: handlers run on the loop thread (no hand-off; for fast CPU-bound handlers on Kafka,
-        # where the client heartbeats in the background); N: N worker threads.
-        self.concurrency = max(0, concurrency)
+        # None: adaptive (inline while handlers are quick, up to DEFAULT_THREADS worker threads
+        # while they block); 0: always inline; N: always N worker threads.
+        self.concurrency = DEFAULT_THREADS if concurrency is None else max(0, concurrency)
+        self.pacing = Pacing(adaptive=concurrency is None and self.concurrency > 0,
+                             threaded=concurrency is not None and self.concurrency > 0)
+        self._meter = SliceMeter()
+        self._backlog: deque[Batch] = deque()  # inline work fetched, not yet handled (in order)
+        self._inline_since: float | None = None  # a slice runs handlers on the loop thread since
+        self._keepalive_lock = threading.Lock()  # the watchdog serves the connection only under it
         self.shutdown_timeout = shutdown_timeout
         self.time_scale = time_scale
         self.client_id = client_id
@@ -194,6 +206,7 @@ class GroupRunner:
         """Settle outcomes (and fire inline retries) until `busy()` is false or the deadline."""
         completed = self.handoff.completed
         while True:
+            self._run_backlog()
             self._settle()
             if not busy() or time.monotonic() >= deadline:
                 return
@@ -230,6 +243,11 @@ class GroupRunner:
         self._start_workers()
         ends = None if timeout is None else time.monotonic() + timeout
         link = BrokerLink(self.group.name, self.state)
+        watchdog, finished = None, threading.Event()
+        if not self.pacing.threaded:
+            watchdog = threading.Thread(target=self._keep_alive, args=(finished,), daemon=True,
+                                        name=f"topo-{self.group.name}-keepalive")
+            watchdog.start()
         try:
             timed_out = self._sessions(options, link, until, ends)
             if self.failure is not None:
@@ -249,6 +267,9 @@ class GroupRunner:
                 self.state.set_connected(False)
             for thread in self._threads:
                 thread.stop()
+            finished.set()
+            if watchdog is not None:
+                watchdog.join()
 
     def _sessions(self, options: ConsumeOptions, link: BrokerLink, until: Callable[[], bool] | None,
                   ends: float | None) -> bool:
@@ -291,15 +312,33 @@ class GroupRunner:
                     self._consumer = None
 
     def _start_workers(self) -> None:
-        metrics = self.metrics is not None
-        if not self.concurrency:
-            self._inline = Worker(self.handling, self.handoff, metrics)
+        """Inline: the loop thread's worker; worker threads only once they are needed."""
+        if not self.pacing.threaded:
+            self._inline = Worker(self.handling, self.handoff, self.metrics is not None)
+        else:
+            self._start_threads()
+
+    def _start_threads(self) -> None:
+        if self._threads:
             return
         self._threads = [WorkerThread(f"topo-{self.group.name}-worker-{index}",
-                                      Worker(self.handling, self.handoff, metrics))
+                                      Worker(self.handling, self.handoff, self.metrics is not None))
                          for index in range(self.concurrency)]
         for thread in self._threads:
             thread.start()
+
+    def _keep_alive(self, finished: threading.Event) -> None:
+        """Watchdog: while one slice holds the loop thread in handlers for KEEPALIVE_EVERY or
+        longer, serve the connection from here (RabbitMQ: pika answers heartbeats only when
+        served). The lock makes sure the loop thread has not resumed using the connection."""
+        while not finished.wait(KEEPALIVE_EVERY):
+            since, consumer = self._inline_since, self._consumer
+            if since is None or consumer is None or not consumer.needs_keepalive:
+                continue
+            if time.monotonic() - since >= KEEPALIVE_EVERY:
+                with self._keepalive_lock:
+                    if self._inline_since is since:
+                        consumer.keepalive()
 
     def _poke_all(self) -> None:
         """Have every worker release its stale (or, draining, all) parked work."""
@@ -310,7 +349,7 @@ class GroupRunner:
 
     def _fire_inline_retries(self) -> None:
         inline = self._inline
-        if inline is not None:
+        if inline is not None and inline.timers:
             due = inline.next_due()
             if due is not None and due <= time.monotonic():
                 inline.process()
@@ -324,7 +363,20 @@ class GroupRunner:
             self._saturated_since = None
         elif self._saturated_since is None:
             self._saturated_since = time.monotonic()
-        if room < self.refill and self.in_flight:
+        if self._backlog:
+            # Inline work left from the last slice: serve the connection, then the next slice.
+            deliveries = consumer.poll(0, 0.0)
+            if deliveries:
+                self._dispatch(deliveries)
+            self._run_backlog()
+            progressed = True
+            deliveries = []
+        elif self.pacing.probe_due(time.monotonic()) and self._probe_barrier():
+            # Trying inline again: nothing new is fetched until the workers are idle.
+            completed.wait(BUSY_POLL)
+            completed.clear()
+            deliveries = consumer.poll(0, 0.0)
+        elif room < self.refill and self.in_flight:
             # (Nearly) full: wait for a worthwhile amount of room rather than fetching crumbs,
             # which would make the loop and the workers take turns per event. When in-flight
             # work has stayed above the low-water mark for PAUSE_AFTER, pause every stream (the
@@ -359,9 +411,13 @@ class GroupRunner:
         for stream, run in itertools.groupby(deliveries, STREAM_OF):  # runs per partition: no loop per event
             by_stream[stream] = by_stream.get(stream, 0) + len(list(run))
         generations = self.handoff.generations
-        if self._inline is not None:
-            self._inline.process(((deliveries, generations),))
+        if not self.pacing.threaded:
+            self._backlog.append((deliveries, generations))
+            self._run_backlog()
             return
+        self._submit(deliveries, generations)
+
+    def _submit(self, deliveries: list[Delivery], generations: Mapping[StreamId, int]) -> None:
         threads = self._threads
         count = len(threads)
         if count == 1:
@@ -374,6 +430,47 @@ class GroupRunner:
         for thread, batch in zip(threads, batches, strict=True):
             if batch:
                 thread.submit((batch, generations))
+
+    def _run_backlog(self) -> None:
+        """Handle inline work, one slice: the loop serves its connection between slices. A slice
+        that blocked moves the group to worker threads (adaptive mode; see topo.runtime.pacing)."""
+        backlog, inline, pacing = self._backlog, self._inline, self.pacing
+        if not backlog or pacing.threaded:
+            return
+        assert inline is not None
+        deliveries, generations = backlog[0]
+        meter = self._meter
+        meter.start()
+        self._inline_since = time.monotonic()
+        try:
+            taken = inline.run_slice(deliveries, generations, time.perf_counter() + SLICE)
+        finally:
+            with self._keepalive_lock:
+                self._inline_since = None
+        if taken < len(deliveries):
+            backlog[0] = (deliveries[taken:], generations)
+        else:
+            backlog.popleft()
+        if not pacing.adaptive:
+            return
+        if not meter.blocked(taken):
+            pacing.quick_slice()
+        elif not inline.blocked:  # no parked lane: the workers of the keys can take over in order
+            pacing.to_threads(time.monotonic())
+            log.info("%s: handlers block (%.1f ms per event): running them on %d worker threads",
+                     self.group.name, 1000 * (time.perf_counter() - meter.wall) / max(1, taken), self.concurrency)
+            self._start_threads()
+            while backlog:
+                self._submit(*backlog.popleft())
+
+    def _probe_barrier(self) -> bool:
+        """A probe of inline handling is due: True while fetching waits for the workers to go
+        idle; switches to inline (and returns False) once nothing is in flight."""
+        if self.in_flight == 0:
+            self.pacing.to_inline()
+            log.info("%s: trying handlers inline again", self.group.name)
+            return False
+        return self.pacing.hold(time.monotonic())
 
     def _settle(self) -> bool:
         """Settle every finished piece of work on the transport; True if any was."""

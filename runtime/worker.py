@@ -20,6 +20,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -96,6 +97,8 @@ class Worker:
         self.blocked: dict[Lane, deque[Work]] = {}
         self.timers: list[tuple[float, int, Lane]] = []
         self.sequence = itertools.count()
+        self.ends = math.inf  # run_slice: stop after a success finishing at this perf_counter time
+        self.taken = 0  # run_slice: how many deliveries the last slice took
 
     def next_due(self) -> float | None:
         """When the earliest in-place retry is due (time.monotonic), or None."""
@@ -113,6 +116,17 @@ class Worker:
         handoff = self.handoff
         if handoff.completions and not handoff.completed.is_set():
             handoff.completed.set()
+
+    def run_slice(self, deliveries: Sequence[Delivery], generations: Mapping[StreamId, int], ends: float) -> int:
+        """Inline (on the loop thread): handle `deliveries` in order, stopping after the first
+        success that finishes at or after `ends` (time.perf_counter), so the loop serves its
+        connection between slices; returns how many were taken (the rest is untouched)."""
+        self.ends, self.taken = ends, len(deliveries)
+        try:
+            self._handle(deliveries, generations)
+        finally:
+            self.ends = math.inf
+        return self.taken
 
     def _handle(self, deliveries: Sequence[Delivery], generations: Mapping[StreamId, int],
                 pending: Work | None = None) -> bool:
@@ -140,9 +154,10 @@ class Worker:
         flushed = started = clock()
         attempt_header, original_header, settle_after = H.ATTEMPT, H.ORIGINAL_TOPIC, SETTLE_AFTER
         finished = True
+        ends = self.ends if pending is None else math.inf
         # Branches put the common case (a first attempt, the in-memory store, a one-argument
         # handler) in their `else`: it then runs without a jump over the other case.
-        for delivery in deliveries:
+        for index, delivery in enumerate(deliveries):
             if pending is not None:
                 assert pending.route is not None  # _admit dead-letters unsubscribed deliveries
                 route = pending.route
@@ -193,6 +208,9 @@ class Worker:
                 self._flush(done, samples)
                 handoff.completed.set()
                 flushed = now
+                if now >= ends:  # an inline slice is over: the loop takes the rest later
+                    self.taken = index + 1
+                    break
         self._flush(done, samples)
         return finished
 

@@ -267,6 +267,15 @@ class ConsumerTransport(ABC):
         """Thread-safe: make a blocked `poll()` return soon. Default: no-op (the core then polls
         with short timeouts while work is in flight)."""
 
+    # True when the connection stays alive only while served (heartbeats answered in `poll`):
+    # the core then calls `keepalive` while a long handler call holds the loop thread.
+    needs_keepalive: ClassVar[bool] = False
+
+    def keepalive(self) -> None:  # noqa: B027 - optional: clients that heartbeat on their own need nothing
+        """Called from another thread while the loop thread runs a handler (never at the same time
+        as any other method but `publish` from that handler): answer heartbeats; deliveries that
+        arrive are kept for the next `poll`. Errors are left for `poll` to report."""
+
     @abstractmethod
     def ack(self, deliveries: Iterable[Delivery]) -> None:
         """The handler succeeded (or the event was a duplicate): see the class docstring."""

@@ -98,9 +98,10 @@ def import_from_current_directory() -> None:
 @click.command()
 @group_option()
 @runtime_options
-@click.option("--concurrency", type=click.IntRange(0, 1024), default=8, show_default=True,
-              help="Worker threads running handlers (events with one key always run one at a time); "
-                   "0 runs handlers on the consume thread: fastest for quick CPU-bound handlers.")
+@click.option("--concurrency", type=click.IntRange(0, 1024), default=None,
+              help="Fix the worker threads running handlers (events with one key always run one at a time); "
+                   "0 runs handlers on the consume thread. Default: adaptive, on the consume thread while "
+                   "handlers are quick, on 8 worker threads while they block.")
 @click.option("--shutdown-timeout", type=click.FloatRange(0), default=30.0, show_default=True,
               help="Seconds in-flight handlers get to finish on SIGTERM/SIGINT or a rebalance.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
@@ -116,7 +117,7 @@ def import_from_current_directory() -> None:
               help="Freeze start-up objects and collect cycles every 20,000 allocations instead of 700 "
                    "(topo.runtime.process).")
 @strict_option
-def run(group_name: str, topology_path: Path, generated_dir: Path | None, broker: str | None, concurrency: int,
+def run(group_name: str, topology_path: Path, generated_dir: Path | None, broker: str | None, concurrency: int | None,
         shutdown_timeout: float, metrics_port: int | None, imports: tuple[str, ...], state_dir: Path | None,
         log_level: str, gc_tuning: bool, strict: bool) -> None:
     """Run a consumer group's handlers until SIGTERM/SIGINT, then drain and exit."""

@@ -63,6 +63,7 @@ class RabbitMQConsumer(QueueHandOver, ConsumerTransport):
     """
 
     kind: ClassVar[str] = "rabbitmq"
+    needs_keepalive: ClassVar[bool] = True  # pika's BlockingConnection heartbeats only when served
 
     def __init__(self, params: pika.URLParameters, topology: Topology, group: ConsumerGroup,
                  options: ConsumeOptions, publish_timeout: float = 30.0) -> None:
@@ -102,6 +103,7 @@ class RabbitMQConsumer(QueueHandOver, ConsumerTransport):
             raise TransportError(f"{where(params)}: setting up consumer channels for group {group.name} failed: "
                                  f"{describe(error)}") from error
         self._copies_lock = threading.Lock()  # publish() may come from handler threads
+        self._io_lock = threading.Lock()  # keepalive() (watchdog thread) vs. an inline handler's publish()
 
     # ---- serving the connection
 
@@ -119,6 +121,11 @@ class RabbitMQConsumer(QueueHandOver, ConsumerTransport):
         if batch:
             self._delivered(batch)
         return batch
+
+    def keepalive(self) -> None:
+        with self._io_lock, contextlib.suppress(*AMQP_ERRORS):  # a lost connection: the next poll() reports it
+            if self._broken is None:
+                self._connection.process_data_events(time_limit=0)
 
     def wakeup(self) -> None:
         with contextlib.suppress(*CLOSED_LOOP_ERRORS):  # closed: poll() will report it
@@ -414,7 +421,8 @@ class RabbitMQConsumer(QueueHandOver, ConsumerTransport):
         what = f"publish to routing key {topic.routing_key!r}"
         exchange = self._topology.rabbitmq.exchange
         if threading.get_ident() == self._owner:
-            self._confirmed_publish(exchange, topic.routing_key, body, properties, what)
+            with self._io_lock:
+                self._confirmed_publish(exchange, topic.routing_key, body, properties, what)
             return
         done = threading.Event()
         outcome: list[BaseException] = []
