@@ -209,7 +209,7 @@ def test_a_crashing_worker_stops_the_group_instead_of_hanging(app: Runtime) -> N
         raise SystemExit("a handler must not exit the process from a worker thread")
 
     app.register("gamma", handle)
-    runner = app.runner("gamma", shutdown_timeout=0.5)
+    runner = app.runner("gamma", concurrency=8, shutdown_timeout=0.5)  # worker threads from the start
     with pytest.raises(RuntimeError, match="a worker crashed"):
         runner.run(timeout=10)
     reader = app.transport.open_dead_letters(app.topology.group("gamma"))
