@@ -55,6 +55,7 @@ cluster-status:
 	$(PYTHON) dev/brokers.py cluster status
 
 bench: $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,bench]'  # bench/peers.py compares with FastStream
 	$(MAKE) brokers-up
 	$(BIN)/python -m bench $(BENCH)
 

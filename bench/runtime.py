@@ -1,6 +1,7 @@
 """The runtime versus the raw client, in one run on the same broker.
 
-    python bench/runtime.py [--events 30000] [--rounds 5] [--rate 1000] [--seconds 5] [--concurrency 0] [--threaded 8]
+    python bench/runtime.py [--events 30000] [--rounds 5] [--rate 1000] [--seconds 5] [--concurrency N] [--threaded 8]
+                            [--sleepers 4000]
 
 Kafka (confluent-kafka), same payload bytes and producer settings on both sides:
 
@@ -9,9 +10,11 @@ Kafka (confluent-kafka), same payload bytes and producer settings on both sides:
   generated payload instance; both end with `flush()`;
 * consume: a raw consumer loop (`consume` batches, `json.loads` of each value, asynchronous
   commit per batch) versus a `topo` consumer group with a no-op handler (validation into the
-  typed envelope, dedup, per-key dispatch, contiguous-offset commits), run as `--concurrency`
-  (default 0: handlers on the consume thread, like the raw loop) and, on a second row,
-  `--threaded` worker threads (default 8, `topo run`'s default);
+  typed envelope, dedup, per-key dispatch, contiguous-offset commits), run in `topo run`'s
+  default mode (adaptive: this no-op handler runs on the consume thread, like the raw loop) or
+  `--concurrency N`, and, on a second row, with `--threaded` worker threads (default 8);
+* a handler sleeping 2 ms (`--sleepers` events per round): the default mode against
+  `--concurrency 8`, rounds alternating (the default must move such handlers to worker threads);
 * throughput is measured in `--rounds` rounds, raw and topo back to back in each; the table gives
   the best round of each side and, below it, the median of the per-round ratios;
 * latency: events published at `--rate` per second for `--seconds`; each side measures now minus
@@ -196,7 +199,7 @@ class RawKafka(Side):
 class RuntimeBench(Side):
     """The runtime on `broker`: `Publisher.publish` and a `bench` consumer group with a given handler."""
 
-    def __init__(self, folder: Path, concurrency: int, broker: str = "kafka") -> None:
+    def __init__(self, folder: Path, concurrency: int | None, broker: str = "kafka") -> None:
         self.concurrency = concurrency
         self.runtime = Runtime.from_generated(folder, broker=broker, producer="indexer")
         self.module = self.runtime.classes.module
@@ -239,13 +242,15 @@ class RuntimeBench(Side):
 
         return join
 
-    def consume(self, count: int) -> float:
+    def consume(self, count: int, sleep: float = 0.0) -> float:
         seen = [0]
         first: list[float] = []
 
         def handle(_event: Any) -> None:
             if not first:
                 first.append(time.perf_counter())
+            if sleep:
+                time.sleep(sleep)
             seen[0] += 1
 
         join = self._run(handle, lambda: seen[0] >= count, 300)
@@ -307,8 +312,12 @@ def throughput_rows(label: str, raw: list[float], ours: list[float], target: str
     ]
 
 
-def bench_kafka(events: int, rate: int, seconds: float, concurrency: int, threaded: int, rounds: int
-                ) -> list[Row]:
+def mode(concurrency: int | None) -> str:
+    return "default" if concurrency is None else f"--concurrency {concurrency}"
+
+
+def bench_kafka(events: int, rate: int, seconds: float, concurrency: int | None, threaded: int, rounds: int,
+                sleepers: int) -> list[Row]:
     bootstrap = expand("${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}")
     admin = AdminClient({"bootstrap.servers": bootstrap})
     tag = uuid.uuid4().hex[:6]
@@ -339,8 +348,8 @@ def bench_kafka(events: int, rate: int, seconds: float, concurrency: int, thread
                 raw_con.append(raw.consume(per_round))
                 topo_con.append(ours.consume(per_round))
             rows = throughput_rows("kafka publish (events/s)", raw_pub, topo_pub, ">= 0.8x")
-            rows += throughput_rows(f"kafka consume (events/s), --concurrency {concurrency}", raw_con, topo_con,
-                                    ">= 0.7x")
+            rows += throughput_rows(f"kafka consume (events/s), {mode(concurrency)}", raw_con, topo_con,
+                                    ">= 0.8x")
             if threaded:
                 for _ in range(rounds):  # more events for the second runtime mode, published unmeasured
                     raw.publish(events)
@@ -353,6 +362,8 @@ def bench_kafka(events: int, rate: int, seconds: float, concurrency: int, thread
                 rows += throughput_rows(f"kafka consume (events/s), --concurrency {threaded}", raw_con, topo_con,
                                         "")
                 ours_threaded.runtime.close()
+            if sleepers:
+                rows += sleeping_rows(Path(temp) / "topo", ours, sleepers, rounds, threaded or 8)
             raw_lat, topo_lat = raw.latency(rate, seconds), ours.latency(rate, seconds)
             ours.runtime.close()
         finally:
@@ -365,6 +376,20 @@ def bench_kafka(events: int, rate: int, seconds: float, concurrency: int, thread
     mean = statistics.fmean(topo_lat) * 1000 if topo_lat else float("nan")
     rows.append(("kafka latency samples", str(len(raw_lat)), str(len(topo_lat)), "", f"topo mean {mean:.1f} ms"))
     return rows
+
+
+def sleeping_rows(folder: Path, ours: RuntimeBench, count: int, rounds: int, threads: int) -> list[Row]:
+    """A handler sleeping 2 ms: `--concurrency threads` (left column) against the default mode."""
+    fixed = RuntimeBench(folder, threads)
+    default_rates: list[float] = []
+    fixed_rates: list[float] = []
+    for _ in range(rounds):
+        ours.publish(count * 2)  # both modes consume the same group's log, one after the other
+        default_rates.append(ours.consume(count * 9 // 10, sleep=0.002))
+        fixed_rates.append(fixed.consume(count * 9 // 10, sleep=0.002))
+    fixed.runtime.close()
+    return throughput_rows(f"kafka 2 ms handler (events/s): --concurrency {threads} | default", fixed_rates,
+                           default_rates, ">= 0.8x")
 
 
 def print_table(rows: list[Row]) -> None:
@@ -382,16 +407,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=5, help="throughput runs per side, alternating")
-    parser.add_argument("--concurrency", type=int, default=0,
-                        help="runtime worker threads; 0 (the mode for quick CPU-bound handlers such as this no-op "
-                             "one): handlers run on the consume thread, as in the raw loop")
+    parser.add_argument("--concurrency", type=int, default=None,
+                        help="fixed runtime worker threads (0: inline); default: topo run's adaptive default")
+    parser.add_argument("--sleepers", type=int, default=4000,
+                        help="events per round of the 2 ms handler comparison (default vs --threaded); 0: skip")
     parser.add_argument("--threaded", type=int, default=8,
                         help="also measure consuming with this many worker threads (topo run's default); 0: skip")
     options = parser.parse_args(argv)
     tune_garbage_collector()  # what `topo run` does; one process, so the raw side runs with it too
     rows: list[Row] = [("measure", "raw client", "topo runtime", "ratio", "target")]
     rows += bench_kafka(options.events, options.rate, options.seconds, options.concurrency, options.threaded,
-                        options.rounds)
+                        options.rounds, options.sleepers)
     print_table(rows)
     return 0
 
