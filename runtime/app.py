@@ -25,6 +25,7 @@ from topo.runtime.dedup import ProcessedStore, store_for
 from topo.runtime.events import EventClasses, load_topology
 from topo.runtime.handlers import Handler, HandlerRegistry
 from topo.runtime.metrics import RuntimeMetrics
+from topo.runtime.pacing import DEFAULT_THREADS
 from topo.runtime.publisher import Publisher
 from topo.runtime.runner import GroupRunner
 from topo.runtime.tracing import Tracing
@@ -101,7 +102,8 @@ class Runtime:
         model = self.topology.group(group)
         handlers = self.registry.resolve(model)
         if store is None:
-            store = store_for(model, self.state_dir, workers=max(1, concurrency))
+            threads = DEFAULT_THREADS if concurrency is None else concurrency  # the default may reach its threads
+            store = store_for(model, self.state_dir, workers=max(1, threads))
             self._stores.append(store)  # closed with the runtime (a PostgreSQL store holds a pool)
         return GroupRunner(self.topology, model, self.classes, self.transport, handlers, store=store,
                            metrics=self.metrics, concurrency=concurrency, shutdown_timeout=shutdown_timeout,
