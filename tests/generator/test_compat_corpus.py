@@ -65,11 +65,21 @@ def test_each_change_is_classified_as_the_rule_table_says(case: dict[str, Any], 
     found = {(c["rule"], c["side"], c["level"]) for c in report["changes"]}
     assert found == {tuple(item) for item in case["expect"]}, json.dumps(report["changes"], indent=1)
     assert report["exit_code"] == case["exit"]
+
+
+@pytest.mark.parametrize("name", ["optional field added", "pattern changed", "ordering relaxed (RabbitMQ work "
+                                  "queues lose single-active-consumer)"])
+def test_the_human_output_lists_each_change_with_its_level_and_fix(name: str, tmp_path: Path) -> None:
+    case = next(case for case in CASES if case["name"] == name)
+    old = write(tmp_path / "old.yaml", BASE)
+    new = write(tmp_path / "new.yaml", patched(BASE, case["patch"]))
     human = topo("diff", str(old), str(new))
     assert human.exit_code == case["exit"]
     assert human.stdout.startswith(f"{old} -> {new}: ")
-    for rule, _, level in case["expect"]:
-        assert re.search(rf"{level}\s+.*\[{rule}\]", human.stdout), human.stdout
+    for rule, side, level in case["expect"]:
+        section = human.stdout[human.stdout.index(f"\n{side} ("):]
+        assert re.search(rf"\n  {level}\s+.*\[{rule}\]\n" + ("" if level == "safe" else r"\s+fix: "), section), \
+            human.stdout
 
 
 def test_the_rule_table_documents_every_rule() -> None:
