@@ -110,6 +110,11 @@ def test_diff_against_a_git_commit(repository: Path) -> None:
     assert json.loads(result.stdout)["old"] == f"HEAD:{repository}"
     missing = topo("diff", "--against", "no-such-ref", str(repository))
     assert missing.exit_code == 1 and "cannot read" in missing.stderr and "no-such-ref" in missing.stderr
+    added = write(repository.with_name("added.yaml"), BASE)  # not committed: absent at HEAD
+    absent = topo("diff", "--against", "HEAD", str(added))
+    assert absent.exit_code == 1 and "is not in HEAD" in absent.stderr
+    validated = topo("validate", "--against", "HEAD", str(added))
+    assert validated.exit_code == 0 and "warning: not in HEAD: no compatibility to check" in validated.stderr
 
 
 @pytest.mark.parametrize(("patch", "errors"), [

@@ -69,12 +69,18 @@ def validation_json(file: Path, topology: Topology | None, diagnostics: list[Dia
 def compatibility_errors(path: Path, topology: Topology, ref: str) -> list[Diagnostic]:
     """Errors for the payload changes since `ref` that an event's `compatibility:` level forbids."""
     from topo.cli.compat import load_at
+    from topo.cli.gitref import AbsentAtRef
     from topo.generator.compat.enforce import compatibility_diagnostics
     from topo.generator.parse import parse
 
+    try:
+        old = load_at(ref, path)
+    except AbsentAtRef:  # a topology new since REF: nothing it could break
+        return [Diagnostic("warning", str(path), 0, 0, f"not in {ref}: no compatibility to check",
+                           "compare with a commit that holds this file")]
     document, _ = parse(path)
     assert document is not None  # it just loaded
-    return compatibility_diagnostics(document, load_at(ref, path), topology, ref)
+    return compatibility_diagnostics(document, old, topology, ref)
 
 
 @click.command()

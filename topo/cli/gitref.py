@@ -8,6 +8,11 @@ from pathlib import Path
 from topo.cli.options import CliError
 
 GIT_TIMEOUT = 60
+ABSENT = ("exists on disk, but not in", "does not exist in")  # git's words for a path the commit lacks
+
+
+class AbsentAtRef(CliError):
+    """The commit exists but does not hold the file (a topology added since)."""
 
 
 def read_at(ref: str, file: Path) -> str:
@@ -23,6 +28,9 @@ def read_at(ref: str, file: Path) -> str:
         raise CliError(f"--against {ref}: git did not answer within {GIT_TIMEOUT} s") from None
     if shown.returncode != 0:
         problem = (shown.stderr.strip().splitlines() or ["git show failed"])[-1].removeprefix("fatal: ")
+        if any(words in problem for words in ABSENT):
+            raise AbsentAtRef(f"--against {ref}: {file} is not in {ref} ({problem}); compare with a commit that "
+                              "holds it")
         raise CliError(f"--against {ref}: cannot read {file} at {ref} ({problem}); pass a commit, branch or tag "
                        f"of the repository holding {file} in which it exists, e.g. --against HEAD~1")
     return shown.stdout
