@@ -38,7 +38,7 @@ PAYLOAD_RULES = {"field-added-optional", "field-added-required", "field-removed-
 
 
 def compile_module(topology: Topology, folder: Path) -> ModuleType:
-    (path, text), = events_emitter.emit(topology).items()
+    (_, text), = events_emitter.emit(topology).items()
     target = folder / f"{topology.events_module}_{uuid.uuid4().hex}.py"
     target.write_text(text)
     spec = importlib.util.spec_from_file_location(target.stem, target)
