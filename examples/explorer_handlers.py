@@ -13,6 +13,7 @@ recognisable poison input that `make demo` publishes now and then, retried after
 from __future__ import annotations
 
 import logging
+import sqlite3
 import statistics
 import threading
 from collections import Counter, deque
@@ -95,15 +96,18 @@ BALANCES_TABLE = """CREATE TABLE IF NOT EXISTS balances (
 
 
 def update_balances(event: TokenTransferEvent, context: HandlerContext) -> None:
-    """token-balance-updater: move the amount between two balances in the dedup store's own SQLite
-    transaction, committed with the event's processed mark: a redelivery is never counted twice."""
+    """token-balance-updater: move the amount between two balances in the dedup store's own
+    transaction (PostgreSQL, or SQLite), committed with the event's processed mark: a redelivery is
+    never counted twice."""
     transfer, database = event.payload, context.transaction
+    mark = "?" if isinstance(database, sqlite3.Connection) else "%s"  # the drivers' placeholders
     database.execute(BALANCES_TABLE)
     for holder, sign in ((transfer.from_address, -1), (transfer.to_address, 1)):
-        row = database.execute("SELECT amount FROM balances WHERE chain_id = ? AND token = ? AND holder = ?",
-                               (event.chain_id, transfer.token_address, holder)).fetchone()
-        balance = (int(row[0]) if row else 0) + sign * int(transfer.amount)  # uint256: beyond SQLite's integers
-        database.execute("INSERT OR REPLACE INTO balances VALUES (?, ?, ?, ?)",
+        row = database.execute(f"SELECT amount FROM balances WHERE chain_id = {mark} AND token = {mark} "
+                               f"AND holder = {mark}", (event.chain_id, transfer.token_address, holder)).fetchone()
+        balance = (int(row[0]) if row else 0) + sign * int(transfer.amount)  # uint256: beyond SQL integers
+        database.execute(f"INSERT INTO balances VALUES ({mark}, {mark}, {mark}, {mark}) ON CONFLICT "
+                         "(chain_id, token, holder) DO UPDATE SET amount = excluded.amount",
                          (event.chain_id, transfer.token_address, holder, str(balance)))
     group_log("token-balance-updater").info("balance of %s in token %s is now %d (event %s)", transfer.to_address,
                                             transfer.token_address, balance, event.event_id)

@@ -59,6 +59,15 @@ def keda_reads(topology: Topology) -> set[str]:
     return {name} if name else set()
 
 
+def max_replicas(topology: Topology, group: ConsumerGroup) -> int:
+    """The most pods KEDA scales `group` to: one per partition (Kafka), per queue consumer (RabbitMQ)."""
+    if topology.broker is BrokerKind.KAFKA:
+        return max(MIN_REPLICAS, sum(topology.event(s.event).kafka.partitions * len(s.topics)
+                                     for s in group.subscriptions))
+    per_queue = 1 if group.rabbitmq.single_active_consumer else RABBIT_CONSUMERS_PER_QUEUE
+    return max(MIN_REPLICAS, len(group.rabbitmq.queues) * per_queue)
+
+
 def kafka_trigger(topology: Topology, group: ConsumerGroup) -> tuple[list[dict[str, object]], int, set[str]]:
     env, literal = whole_reference(topology.kafka.bootstrap_servers, "kafka.bootstrap_servers")
     metadata: dict[str, str] = {

@@ -16,10 +16,12 @@ from typing import Annotated, Any
 from pydantic import StringConstraints, TypeAdapter
 
 from topo.core.durations import format_duration
+from topo.core.model import Topology
 from topo.core.names import CHAIN_ID, DEFAULT_DEDUP_STORE, DEFAULT_RETRY, MIN_INSYNC_REPLICAS
 from topo.generator.document import NodePath
+from topo.generator.emit.autoscaling import max_replicas
 from topo.generator.emit.fieldtypes import python_name
-from topo.generator.resolve import resolve_retry
+from topo.generator.resolve import resolve, resolve_retry
 from topo.generator.validate.checker import BAD_VALUE_ERRORS, Checker, display, is_name, suggest
 
 NUMERIC_TYPES = ("integer", "number")
@@ -376,7 +378,33 @@ class SemanticChecker(Checker):
 
     # -- usage warnings ----------------------------------------------------------------------------------
 
+    def check_sqlite_scale_out(self, model: Topology) -> None:
+        """A SQLite store lives in one pod: a group its autoscaling runs in several pods needs a shared store."""
+        # The dedup settings are read off the document: the projection the names derive from leaves them out.
+        defaults = self.data.get("defaults")
+        default_dedup = defaults.get("dedup") if isinstance(defaults, dict) else None
+        groups = self.data.get("consumer_groups")
+        where: NodePath
+        for group in model.groups:
+            body = groups.get(group.name) if isinstance(groups, dict) else None
+            own = body.get("dedup") if isinstance(body, dict) else None
+            if isinstance(own, dict) and "store" in own:
+                store, where = own["store"], ("consumer_groups", group.name, "dedup", "store")
+            elif isinstance(default_dedup, dict) and "store" in default_dedup:
+                store, where = default_dedup["store"], ("defaults", "dedup", "store")
+            else:
+                continue
+            replicas = max_replicas(model, group)
+            if store != "sqlite" or replicas <= 1:
+                continue
+            self.warning(where,
+                         f"group `{group.name}` keeps its dedup store in SQLite, but its autoscaling runs up to "
+                         f"{replicas} replicas: each pod has its own file, so another pod handles an event again "
+                         "after a rebalance",
+                         "use `store: postgres` with `dsn: \"${DATABASE_URL}\"` (one store for every pod)")
+
     def check_usage(self) -> None:
+        self.check_sqlite_scale_out(resolve(self.data))
         events = dict(self.entries(("events",)))
         consumed: set[str] = set()
         for _group, body in self.entries(("consumer_groups",)):

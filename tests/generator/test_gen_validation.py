@@ -76,9 +76,31 @@ def test_a_literal_dollar_brace_is_escaped_with_two_dollars() -> None:
     assert diagnostics_of(text) == []
 
 
+ONE_PARTITION = MINIMAL.replace("chains:", "broker: {kind: kafka, kafka: {partitions: 1}}\nchains:")
+
+
 def test_dedup_path_may_read_the_environment() -> None:
-    text = MINIMAL + '    dedup: {store: sqlite, path: "${STATE_DIR:-/tmp}/billing.sqlite"}\n'
+    text = ONE_PARTITION + '    dedup: {store: sqlite, path: "${STATE_DIR:-/tmp}/billing.sqlite"}\n'
     assert diagnostics_of(text) == []
+
+
+def test_a_sqlite_store_in_a_group_that_scales_out_is_a_warning_naming_the_shared_store() -> None:
+    text = MINIMAL + '    dedup: {store: sqlite, path: "/tmp/billing.sqlite"}\n'
+    [(line, col, severity, message)] = diagnostics_of(text)
+    assert (line, col, severity) == (13, 20, "warning")
+    assert "group `billing` keeps its dedup store in SQLite, but its autoscaling runs up to 3 replicas" in message
+    assert diagnostics_of(ONE_PARTITION + '    dedup: {store: sqlite, path: "/tmp/billing.sqlite"}\n') == []
+
+
+def test_a_postgres_store_needs_its_dsn_from_the_environment() -> None:
+    assert diagnostics_of(MINIMAL + '    dedup: {store: postgres, dsn: "${DATABASE_URL}"}\n',
+                          {"DATABASE_URL": "postgresql://u:p@db/x"}) == []
+    [missing] = diagnostics_of(MINIMAL + "    dedup: {store: postgres}\n")
+    assert missing[2:] == ("error", "the postgres dedup store needs a `dsn`")
+    [literal] = diagnostics_of(MINIMAL + '    dedup: {store: postgres, dsn: "postgresql://u:secret@db/x"}\n')
+    assert literal[2] == "error" and "holds credentials" in literal[3]
+    [table] = diagnostics_of(MINIMAL + '    dedup: {store: postgres, dsn: "${DATABASE_URL:-x}", table: "a; drop"}\n')
+    assert table[2] == "error"
 
 
 def test_all_errors_of_a_run_are_reported_in_order(tmp_path: Path, topo: Invoke) -> None:
