@@ -134,7 +134,7 @@ def _check_ports_free(node: ClusterNode) -> None:
         if port_open(HOST, port, timeout=0.3):
             raise BrokerError(
                 f"{node.name}: {name} port {port} is taken by a process that is not this cluster's node "
-                "(another checkout's cluster?); stop it or set TOPO_CLUSTER_PORT_OFFSET (e.g. 100)"
+                "(another checkout's cluster?); stop it or set TOPO_CLUSTER_PORT_OFFSET (e.g. 1000)"
             )
 
 
@@ -194,11 +194,13 @@ def cluster_up(timeout: float = CLUSTER_START_TIMEOUT) -> dict[str, object]:
         paused = [node.name for node in nodes if node_state(node) == "paused"]
         if paused:
             raise BrokerError(f"paused: {', '.join(paused)}; resume first (python3 dev/brokers.py cluster resume NODE)")
+        stopped = [node for node in nodes if node_group(node) is None]
+        for node in stopped:  # before anything slow: a taken port fails at once
+            _check_ports_free(node)
         prepare_kafka_nodes(nodes)
         prepare_rabbit_nodes(nodes)
-        for node in nodes:
-            if node_group(node) is None:
-                _launch(node)
+        for node in stopped:
+            _launch(node)
         rabbit = [node for node in nodes if node.kind == "rabbitmq"]
         kafka = [node for node in nodes if node.kind == "kafka"]
         _await(rabbit, _rabbit_booted, "booted", deadline)

@@ -38,12 +38,22 @@ NodeKind = Literal["kafka", "rabbitmq"]
 NodeState = Literal["up", "down", "paused"]
 
 
+def _ports(offset: int) -> list[int]:
+    bases = (KAFKA_BROKER_PORT, KAFKA_CONTROLLER_PORT, RABBIT_AMQP_PORT, RABBIT_MANAGEMENT_PORT, RABBIT_DIST_PORT)
+    return [base + offset + index for base in bases for index in range(CLUSTER_SIZE)]
+
+
 def port_offset() -> int:
     value = os.environ.get("TOPO_CLUSTER_PORT_OFFSET", "").strip()
     try:
-        return int(value) if value else 0
+        offset = int(value) if value else 0
     except ValueError as exc:
-        raise BrokerError(f"TOPO_CLUSTER_PORT_OFFSET={value!r} is not a whole number (e.g. 100)") from exc
+        raise BrokerError(f"TOPO_CLUSTER_PORT_OFFSET={value!r} is not a whole number (e.g. 1000)") from exc
+    shared = sorted(set(_ports(offset)) & set(_ports(0))) if offset else []
+    if shared:
+        raise BrokerError(f"TOPO_CLUSTER_PORT_OFFSET={offset} puts the cluster on ports the default cluster uses "
+                          f"({', '.join(map(str, shared))}); use a multiple of 1000")
+    return offset
 
 
 def cluster_dir() -> Path:

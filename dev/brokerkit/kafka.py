@@ -9,6 +9,7 @@ import shutil
 import string
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from dev.brokerkit.kafka_protocol import KafkaMetadata, kafka_ready
@@ -109,13 +110,15 @@ def render_kafka_config(paths: KafkaPaths, port: int, controller_port: int, over
     paths.config.write_text(text + overlay)
 
 
-def kafka_java_argv(paths: KafkaPaths, main_class: str, *args: str, heap: str = KAFKA_HEAP) -> list[str]:
+def kafka_java_argv(paths: KafkaPaths, main_class: str, *args: str, heap: str = KAFKA_HEAP,
+                    jvm_options: Sequence[str] = ()) -> list[str]:
     return [
         _java(),
         f"-Xms{heap}" if _size_mb(heap) <= 256 else "-Xms256m",
         f"-Xmx{heap}",
         "-XX:+UseG1GC",
         "-XX:MaxGCPauseMillis=20",
+        *jvm_options,
         "-Djava.awt.headless=true",
         f"-Dkafka.logs.dir={paths.logs}",
         f"-Dlog4j2.configurationFile={DEV_DIR / 'kafka' / 'log4j2.properties'}",

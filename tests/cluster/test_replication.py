@@ -15,6 +15,7 @@ import pytest
 import requests
 from confluent_kafka.admin import AdminClient
 
+from dev.brokerkit.cluster_nodes import node_named
 from tests.provision.helpers import Cli, kafka_state, small_doc, write
 from tests.support.cluster import LocalCluster
 from tests.support.kafka_cleanup import delete_topology_leftovers
@@ -84,7 +85,7 @@ def test_apply_creates_quorum_queues_replicated_on_three_nodes(
     queues = requests.get(f"{management}/api/queues/{vhost}", auth=("guest", "guest"), timeout=30).json()
     by_name = {queue["name"]: queue for queue in queues}
     assert by_name, "apply created no queue"
-    nodes = {f"rabbit-{index}@localhost" for index in (1, 2, 3)}
+    nodes = {node_named(f"rabbit-{index}").erlang_node for index in (1, 2, 3)}
     for name, queue in by_name.items():
         assert queue["type"] == "quorum", (name, queue["type"])
         assert set(queue["members"]) == nodes, (name, queue["members"])
