@@ -48,8 +48,16 @@ def odd_names() -> dict[str, Any]:
     return doc
 
 
+def replicated() -> dict[str, Any]:
+    """Production's replication: 3 replicas per partition (min.insync.replicas 2 by default)."""
+    doc = small_doc("t-replicated")
+    doc["broker"]["kafka"] = {"replication_factor": 3}
+    return doc
+
+
 TOPOLOGIES = {
     "reference": lambda: resolve(REFERENCE),
+    "replicated": lambda: resolve(replicated()),
     "renamed": lambda: resolve(topology_doc("t-0123abcd")),
     "small": lambda: resolve(small_doc("t-small")),
     "odd": lambda: resolve(odd_names()),
@@ -98,6 +106,21 @@ def test_strimzi_topics_carry_the_exact_kafka_names_and_settings() -> None:
                                "config": {"retention.ms": "86400000"}}
     assert by_topic["t-0123abcd.analytics.dlq"]["spec"]["config"] == {"cleanup.policy": "delete",
                                                                       "retention.ms": "2592000000"}
+
+
+def test_replication_reaches_the_script_and_every_manifest() -> None:
+    topology = resolve(replicated())
+    files = {**kafka_emitter.emit(topology), **rabbit_emitter.emit(topology)}
+    topics = [d for d in yaml.safe_load_all(files["k8s/kafka/kafkatopics.yaml"]) if d]
+    assert topics and all(d["spec"]["replicas"] == 3 and d["spec"]["config"]["min.insync.replicas"] == "2"
+                          for d in topics), topics
+    script = files["kafka/topics.sh"]
+    assert script.count("min.insync.replicas=2") >= len(topics), "every topic's create/alter carries it"
+    queues = [d for d in yaml.safe_load_all(files["k8s/rabbitmq/queues.yaml"]) if d]
+    assert queues and all(d["spec"]["type"] == "quorum" for d in queues)
+    dead_lettering = [d["spec"]["arguments"] for d in queues if "x-dead-letter-exchange" in d["spec"]["arguments"]]
+    assert dead_lettering and all(a["x-dead-letter-strategy"] == "at-least-once" and a["x-overflow"] == "reject-publish"
+                                  for a in dead_lettering), dead_lettering
 
 
 @pytest.mark.parametrize("name", sorted(TOPOLOGIES))
