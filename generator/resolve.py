@@ -322,6 +322,7 @@ def _resolve_group(topology: str, group_name: str, group_doc: Doc, defaults: Doc
         delivery=delivery,
         handler=group_doc.get("handler"),
         subscriptions=tuple(subscriptions),
+        publishes=tuple(dict.fromkeys(str(name) for name in group_doc.get("publishes", ()))),
         retry=retry,
         max_in_flight=int(group_doc.get("max_in_flight", defaults.get("max_in_flight", DEFAULT_MAX_IN_FLIGHT))),
         dedup=DedupSettings(

@@ -40,7 +40,7 @@ from pydantic import ValidationError
 from topo.core import headers as H
 from topo.runtime.dedup.base import ProcessedStore, StoreBatch, StoreUnavailable
 from topo.runtime.handling import Done, GroupRoute, Outcome, Sample, Work, outcome
-from topo.runtime.transport.base import Delivery, StreamId
+from topo.runtime.transport.base import Delivery, DerivedEvent, StreamId
 
 if TYPE_CHECKING:
     from topo.runtime.worker import Worker
@@ -106,6 +106,9 @@ class Segments:
         self.pending = pending
         self.handed_over = start  # deliveries before this index are settled or handed to the runner
         self.items: list[Delivery | Work] = []  # outcomes of the open transaction, in stream order
+        # Events the handlers of those successes published (by id of the delivery): handed over
+        # with them after the commit, dropped with a rolled-back transaction.
+        self.derived: dict[int, list[DerivedEvent]] = {}
         self.samples: list[Sample] | None = [] if worker.metrics else None
         self.finished = True
 
@@ -184,8 +187,10 @@ class Segments:
             try:
                 if entry.fast is None:
                     batch.savepoint()
-                    context = handling.context(entry.delivery, entry.route, entry.work, batch.transaction)
+                    context = handling.context(entry.delivery, entry.route, entry.work, batch.transaction, envelope)
                     entry.route.call(envelope, context)
+                    if context.outbox is not None and context.outbox.events:
+                        self.derived[id(entry.delivery)] = context.outbox.events
                 else:
                     entry.fast(envelope)
             except StoreUnavailable:
@@ -235,9 +240,13 @@ class Segments:
         if successes:
             report(self._done(successes, samples, taken))
         items.clear()
+        self.derived.clear()
         if samples is not None:
             samples.clear()
 
-    @staticmethod
-    def _done(successes: list[Delivery], samples: list[Sample] | None, taken: int) -> Done:
-        return Done(successes, samples[taken:taken + len(successes)] if samples is not None else None)
+    def _done(self, successes: list[Delivery], samples: list[Sample] | None, taken: int) -> Done:
+        derived = self.derived
+        published = {index: derived[id(delivery)] for index, delivery in enumerate(successes)
+                     if id(delivery) in derived} if derived else None
+        return Done(successes, samples[taken:taken + len(successes)] if samples is not None else None,
+                    published or None)

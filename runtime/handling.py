@@ -27,8 +27,9 @@ from topo.runtime.dedup import MemoryStore, ProcessedStore
 from topo.runtime.events import EventClasses
 from topo.runtime.handlers import BoundHandler, HandlerContext
 from topo.runtime.metrics import RuntimeMetrics
+from topo.runtime.outbox import DerivedEvents
 from topo.runtime.tracing import Tracing
-from topo.runtime.transport.base import Delivery, StreamId
+from topo.runtime.transport.base import Delivery, DerivedEvent, StreamId
 
 log = logging.getLogger("topo.runtime")
 
@@ -125,15 +126,19 @@ class Done:
 
     deliveries: list[Delivery]
     samples: list[Sample] | None
+    # The events handlers published, by index in `deliveries` (None: none did): sent with their
+    # input's ack (`ConsumerTransport.publish_and_ack`).
+    derived: dict[int, list[DerivedEvent]] | None = None
 
 
 class Handling:
     """The group's routes, dedup store and failure policy; shared by every worker of a group."""
 
     def __init__(self, group: ConsumerGroup, routes: dict[str, GroupRoute], store: ProcessedStore,
-                 time_scale: float) -> None:
+                 time_scale: float, derived: DerivedEvents | None = None) -> None:
         self.group = group
         self.routes = routes
+        self.derived = derived  # None: the group publishes nothing from its handlers
         # Per topic, what the worker's loop calls for a first attempt (unpacked in one step).
         self.steps = {topic: (route, route.decode, route.fast) for topic, route in routes.items()}
         self.policy: RetryPolicy = group.retry
@@ -162,15 +167,18 @@ class Handling:
         """An undecodable envelope, or a topic the group does not subscribe: dead-letter it."""
         return outcome(work, Outcome.DEAD, self.failure_headers(work, error, H.REASON_POISON))
 
-    def context(self, delivery: Delivery, route: GroupRoute, work: Work | None, transaction: Any
-                ) -> HandlerContext:
-        """What a two-argument handler receives besides the event."""
+    def context(self, delivery: Delivery, route: GroupRoute, work: Work | None, transaction: Any,
+                envelope: Any) -> HandlerContext:
+        """What a two-argument handler receives besides the event (with a fresh outbox for the
+        events it may publish)."""
         headers = delivery.headers
         failures = work.failures if work is not None else int(headers.get(H.ATTEMPT, 0))
+        derived = self.derived
         return HandlerContext(group=self.group.name, event_type=route.event, chain_id=route.chain_id,
                               topic=delivery.topic, partition=delivery.partition, offset=delivery.offset,
                               attempt=failures + 1, transaction=transaction,
-                              traceparent=headers.get(H.TRACEPARENT), tracestate=headers.get(H.TRACESTATE))
+                              traceparent=headers.get(H.TRACEPARENT), tracestate=headers.get(H.TRACESTATE),
+                              outbox=None if derived is None else derived.outbox(envelope.event_id))
 
     def trim(self) -> None:
         """Bound the in-memory store's window (once per batch of successes, not per event)."""

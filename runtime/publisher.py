@@ -92,6 +92,74 @@ def utc_timestamp(now: float) -> str:
     return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+class Envelopes:
+    """Builds the standard envelope of a payload: validates the event type and chain against the
+    topology, and writes `{event_type, event_id, timestamp, chain_id, payload, metadata.producer,
+    version}` as bytes, with the topic and key it goes to. Shared by `Publisher` and by handlers'
+    `context.publish` (whose producer is the consumer group). Thread-safe (no mutable state)."""
+
+    def __init__(self, topology: Topology, classes: EventClasses, producer: str) -> None:
+        self.topology = topology
+        self.classes = classes
+        self.producer = producer
+        self._metadata = json.dumps({"producer": producer}, separators=(",", ":"))[:-1].encode()
+        self.routes: dict[str, Route] = {}
+        for event in topology.events:
+            payload_class = classes.payloads[event.name]
+            head = json.dumps({"event_type": event.name}, separators=(",", ":"))[:-1]
+            self.routes[event.name] = Route(
+                event=event.name,
+                topics={topic.chain_id: topic for topic in event.topics},
+                key_attribute=key_attribute(payload_class, event.key),
+                version=json.dumps(event.version),
+                prefix=(head + ',"event_id":"').encode(),
+            )
+
+    def build(self, payload: BaseModel | Mapping[str, Any], chain_id: int | None = None, *,
+              event_type: str | None = None, event_id: UUID | None = None) -> tuple[Published, bytes]:
+        """What `Publisher.publish` sends, and where; PublishError as it describes."""
+        payload = self.payload(payload, event_type)
+        kind = type(payload).EVENT_TYPE  # type: ignore[attr-defined]
+        route = self.routes[kind]
+        payload_chain: int = payload.chain_id  # type: ignore[attr-defined]
+        if chain_id is not None and chain_id != payload_chain:
+            raise PublishError(f"{kind}: chain_id={chain_id} differs from the payload's chain_id={payload_chain}")
+        topic = route.topics.get(payload_chain)
+        if topic is None:
+            raise PublishError(f"{kind} is not declared on chain {payload_chain}; declared chains: "
+                               f"{', '.join(str(c) for c in route.topics)} (see topology.yaml `chains`)")
+        key_value = getattr(payload, route.key_attribute)
+        key = "" if key_value is None else str(key_value)
+        identity = event_id or uuid.uuid4()
+        body = b"".join((
+            route.prefix, str(identity).encode(), b'","timestamp":"', utc_timestamp(time.time()).encode(),
+            b'","chain_id":', str(payload_chain).encode(), b',"payload":', payload.model_dump_json().encode(),
+            b',"metadata":', self._metadata, b',"version":', route.version.encode(), b"}}",
+        ))
+        return Published(event_id=identity, event_type=kind, chain_id=payload_chain, key=key, topic=topic), body
+
+    def payload(self, payload: BaseModel | Mapping[str, Any], event_type: str | None) -> BaseModel:
+        """`payload` as a validated instance of its generated class."""
+        if isinstance(payload, BaseModel):
+            try:
+                kind = self.classes.event_type_of(payload)
+            except TypeError as error:
+                raise PublishError(str(error)) from None
+            if event_type is not None and event_type != kind:
+                raise PublishError(f"event_type={event_type!r} but the payload is a {kind} payload")
+            if kind not in self.routes:
+                raise PublishError(f"event type {kind!r} is not declared in topology {self.topology.name}")
+            if payload.model_extra:  # a tolerant reader's instance, or one built with unknown fields
+                known = known_fields(type(payload))
+                refuse(kind, tuple(unknown_field(name, value, known) for name, value in payload.model_extra.items()))
+            return payload
+        if event_type is None:
+            raise PublishError("a payload given as a mapping needs event_type=...")
+        if event_type not in self.routes:
+            raise PublishError(f"undeclared event type {event_type!r}; declared: {', '.join(sorted(self.routes))}")
+        return validated_payload(self.classes, event_type, payload)
+
+
 class Publisher:
     """Publishes payload instances of the generated classes.
 
@@ -110,19 +178,8 @@ class Publisher:
         self.transport = transport
         self.producer = producer
         self.metrics = metrics
+        self.envelopes = Envelopes(topology, classes, producer)
         self._lock = threading.RLock()  # a delivery callback may publish again
-        self._metadata = json.dumps({"producer": producer}, separators=(",", ":"))[:-1]
-        self._routes: dict[str, Route] = {}
-        for event in topology.events:
-            payload_class = classes.payloads[event.name]
-            head = json.dumps({"event_type": event.name}, separators=(",", ":"))[:-1]
-            self._routes[event.name] = Route(
-                event=event.name,
-                topics={topic.chain_id: topic for topic in event.topics},
-                key_attribute=key_attribute(payload_class, event.key),
-                version=json.dumps(event.version),
-                prefix=(head + ',"event_id":"').encode(),
-            )
         self._published: dict[tuple[str, int], Any] = {}
         self._failed: dict[tuple[str, int], Any] = {}
         if metrics is not None:
@@ -142,25 +199,9 @@ class Publisher:
         match. `headers` travel with the event (e.g. a W3C `traceparent` / `tracestate`), through
         retries, dead letters and replays. Raises PublishError (nothing sent) for an undeclared
         event type, a chain the event is not declared on, or an invalid payload."""
-        payload = self._payload(payload, event_type)
-        kind = type(payload).EVENT_TYPE  # type: ignore[attr-defined]
-        route = self._routes[kind]
-        payload_chain: int = payload.chain_id  # type: ignore[attr-defined]
-        if chain_id is not None and chain_id != payload_chain:
-            raise PublishError(f"{kind}: chain_id={chain_id} differs from the payload's chain_id={payload_chain}")
-        topic = route.topics.get(payload_chain)
-        if topic is None:
-            raise PublishError(f"{kind} is not declared on chain {payload_chain}; declared chains: "
-                               f"{', '.join(str(c) for c in route.topics)} (see topology.yaml `chains`)")
-        key_value = getattr(payload, route.key_attribute)
-        key = "" if key_value is None else str(key_value)
-        identity = event_id or uuid.uuid4()
-        body = b"".join((
-            route.prefix, str(identity).encode(), b'","timestamp":"', utc_timestamp(time.time()).encode(),
-            b'","chain_id":', str(payload_chain).encode(), b',"payload":', payload.model_dump_json().encode(),
-            b',"metadata":', self._metadata.encode(), b',"version":', route.version.encode(), b"}}",
-        ))
-        callback = self._callback(kind, payload_chain, on_delivery)
+        published, body = self.envelopes.build(payload, chain_id, event_type=event_type, event_id=event_id)
+        topic, key, kind = published.topic, published.key, published.event_type
+        callback = self._callback(kind, published.chain_id, on_delivery)
         if self.tracing is None:
             with self._lock:
                 self.transport.publish(topic, key, body, headers, callback)
@@ -170,28 +211,8 @@ class Publisher:
                     self.transport.publish(topic, key, body, traced, callback)
 
             destination = topic.routing_key if self.tracing.broker == "rabbitmq" else topic.topic
-            self.tracing.publish_headers(destination, kind, str(identity), headers, send)
-        return Published(event_id=identity, event_type=kind, chain_id=payload_chain, key=key, topic=topic)
-
-    def _payload(self, payload: BaseModel | Mapping[str, Any], event_type: str | None) -> BaseModel:
-        if isinstance(payload, BaseModel):
-            try:
-                kind = self.classes.event_type_of(payload)
-            except TypeError as error:
-                raise PublishError(str(error)) from None
-            if event_type is not None and event_type != kind:
-                raise PublishError(f"event_type={event_type!r} but the payload is a {kind} payload")
-            if kind not in self._routes:
-                raise PublishError(f"event type {kind!r} is not declared in topology {self.topology.name}")
-            if payload.model_extra:  # a tolerant reader's instance, or one built with unknown fields
-                known = known_fields(type(payload))
-                refuse(kind, tuple(unknown_field(name, value, known) for name, value in payload.model_extra.items()))
-            return payload
-        if event_type is None:
-            raise PublishError("a payload given as a mapping needs event_type=...")
-        if event_type not in self._routes:
-            raise PublishError(f"undeclared event type {event_type!r}; declared: {', '.join(sorted(self._routes))}")
-        return validated_payload(self.classes, event_type, payload)
+            self.tracing.publish_headers(destination, kind, str(published.event_id), headers, send)
+        return published
 
     def _callback(self, kind: str, chain: int, user: Callable[[DeliveryReport], None] | None
                   ) -> Callable[[DeliveryReport], None] | None:

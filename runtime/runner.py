@@ -36,6 +36,7 @@ from topo.runtime.events import EventClasses
 from topo.runtime.handlers import BoundHandler
 from topo.runtime.handling import Handling, build_routes
 from topo.runtime.metrics import RuntimeMetrics
+from topo.runtime.outbox import DerivedEvents
 from topo.runtime.pacing import DEFAULT_THREADS, SLICE, Pacing, SliceMeter
 from topo.runtime.settle import STREAM_OF, Settler
 from topo.runtime.tracing import Tracing
@@ -109,7 +110,7 @@ class GroupRunner:
         self.time_scale = time_scale
         self.client_id = client_id
         self.handling = Handling(group, build_routes(group, classes, handlers, metrics, tracing), self.store,
-                                 time_scale)
+                                 time_scale, DerivedEvents(topology, classes, group))
         self.handoff = Handoff(self.stop)
         if state is not None:  # a durable store that fails makes the member not ready until it is back
             self.handoff.on_store = lambda reason: state.set_store(group.name, reason)

@@ -1,5 +1,6 @@
-"""Settlement: the one place where outcomes reach the transport (ack, retry_later, dead_letter,
-release) and where the metrics of finished work are recorded. Runs on the loop thread only."""
+"""Settlement: the one place where outcomes reach the transport (ack, publish_and_ack for a
+success whose handler published events, retry_later, dead_letter, release) and where the metrics
+of finished work are recorded. Runs on the loop thread only."""
 
 from __future__ import annotations
 
@@ -34,7 +35,15 @@ class Settler:
             item = completions.popleft()
             if type(item) is Done:
                 deliveries = item.deliveries
-                acks += deliveries
+                if item.derived is None:
+                    acks += deliveries
+                else:  # each with the events its handler published (before, or with, its ack)
+                    derived = item.derived
+                    for index, delivery in enumerate(deliveries):
+                        if index in derived:
+                            consumer.publish_and_ack(delivery, derived[index])
+                        else:
+                            acks.append(delivery)
                 settled += len(deliveries)
                 for stream, run in itertools.groupby(deliveries, STREAM_OF):  # runs per partition
                     if stream in in_flight_by_stream:  # a revoked stream's count is gone

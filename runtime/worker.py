@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from topo.core import headers as H
 from topo.runtime.group_commit import handle_durable
 from topo.runtime.handling import Done, Handling, Lane, Outcome, Sample, Work, outcome
-from topo.runtime.transport.base import Delivery, StreamId
+from topo.runtime.transport.base import Delivery, DerivedEvent, StreamId
 
 log = logging.getLogger("topo.runtime")
 
@@ -99,6 +99,7 @@ class Worker:
         self.sequence = itertools.count()
         self.ends = math.inf  # run_slice: stop after a success finishing at this perf_counter time
         self.taken = 0  # run_slice: how many deliveries the last slice took
+        self.derived: dict[int, list[DerivedEvent]] = {}  # of the successes not yet handed over
 
     def next_due(self) -> float | None:
         """When the earliest in-place retry is due (time.monotonic), or None."""
@@ -150,6 +151,7 @@ class Worker:
         current = generations is handoff.generations
         samples: list[Sample] | None = [] if self.metrics else None
         done: list[Delivery] = []
+        derived = self.derived  # events handlers published, by index in `done`
         clock = time.perf_counter
         flushed = started = clock()
         attempt_header, original_header, settle_after = H.ATTEMPT, H.ORIGINAL_TOPIC, SETTLE_AFTER
@@ -190,7 +192,8 @@ class Worker:
                 started = clock()
             try:
                 if fast is None:
-                    route.call(envelope, handling.context(delivery, route, pending, None))
+                    context = handling.context(delivery, route, pending, None, envelope)
+                    route.call(envelope, context)
                 else:
                     fast(envelope)
                 add(event_id, None)  # the window is trimmed once per `Done` (`_flush`)
@@ -198,6 +201,8 @@ class Worker:
                 work = pending or handling.work(delivery, route, generations)
                 finished = self._divert(done, samples, handling.failed(work, route, envelope, error, started))
                 continue
+            if fast is None and context.outbox is not None and context.outbox.events:
+                derived[len(done)] = context.outbox.events
             done.append(delivery)
             now = clock()
             if samples is not None:
@@ -218,7 +223,10 @@ class Worker:
         """Hand the successes so far to the loop thread."""
         if done:
             self.handling.trim()
-            self.handoff.completions.append(Done(done[:], samples[:] if samples is not None else None))
+            derived = self.derived
+            self.handoff.completions.append(Done(done[:], samples[:] if samples is not None else None,
+                                                 dict(derived) if derived else None))
+            derived.clear()
             done.clear()
             if samples is not None:
                 samples.clear()

@@ -1,10 +1,11 @@
 """Semantic rules: what the schema cannot express.
 
 Chains declared once with distinct names; subscriptions that reference declared events and the
-chains those events are published on; key fields that exist, are scalar and required; payload
-constraints that fit their field type; exactly-once delivery only on Kafka; retry and dedup
-policies that make sense once merged with the defaults; Kafka configs set one way. Once
-everything else is valid, events nobody consumes or produces are warnings.
+chains those events are published on; `publishes` lists of declared events; key fields that
+exist, are scalar and required; payload constraints that fit their field type; exactly-once
+delivery only on Kafka; retry and dedup policies that make sense once merged with the defaults;
+Kafka configs set one way. Once everything else is valid, events nobody consumes or produces are
+warnings.
 """
 
 from __future__ import annotations
@@ -282,6 +283,7 @@ class SemanticChecker(Checker):
             if rabbit and body.get("delivery") == "exactly_once":
                 self.delivery_error_rabbit((*path, "delivery"))
             self.check_subscriptions(path, events, chains)
+            self.check_publishes(path, events)
             self.check_retry(path)
             self.check_dedup(path)
 
@@ -317,6 +319,30 @@ class SemanticChecker(Checker):
                 allowed = {c for c in event_chains if isinstance(c, int)} if isinstance(event_chains, list) \
                     else set(chains)
                 self.check_chain_list((*item_path, "chains"), chains, allowed)
+
+    def check_publishes(self, group: NodePath, events: dict[str, dict[str, Any]]) -> None:
+        """`publishes`: declared events, each once."""
+        items = self.get((*group, "publishes"))
+        if not isinstance(items, list):
+            return
+        seen: dict[str, int] = {}
+        for index, event_name in enumerate(items):
+            item_path: NodePath = (*group, "publishes", index)
+            if not isinstance(event_name, str):
+                continue
+            if event_name not in events:
+                if event_name in self.mapping(("events",)):
+                    continue  # the event itself is invalid and reported there
+                self.error(item_path, f"consumer group `{group[1]}` publishes unknown event `{event_name}`",
+                           suggest(event_name, list(events)) or
+                           f"declared events: {', '.join(events) or 'none'}")
+                continue
+            if event_name in seen:
+                first = self.doc.value_span((*group, "publishes", seen[event_name]))
+                self.error(item_path, f"consumer group `{group[1]}` publishes `{event_name}` twice",
+                           f"remove this entry (the first is on line {first.line})")
+                continue
+            seen[event_name] = index
 
     def check_retry(self, group: NodePath | None) -> None:
         """The retry policy a group ends up with (group over defaults over built-ins), or the defaults'."""
@@ -407,17 +433,21 @@ class SemanticChecker(Checker):
         self.check_sqlite_scale_out(resolve(self.data))
         events = dict(self.entries(("events",)))
         consumed: set[str] = set()
+        derived: set[str] = set()  # published by a group's handlers: the group is a producer
         for _group, body in self.entries(("consumer_groups",)):
             items = body.get("subscribes")
             for item in items if isinstance(items, list) else []:
                 consumed.add(str(item.get("event")) if isinstance(item, dict) else str(item))
+            published = body.get("publishes")
+            derived.update(str(name) for name in (published if isinstance(published, list) else []))
         for name, event in events.items():
             if not is_name("event", name):
                 continue  # reported as an invalid name
             if name not in consumed:
                 self.warning(("events", name), f"no consumer group subscribes to event `{name}`",
                              "add it to a group's `subscribes`, or remove the event", key=True)
-            if not event.get("producers"):
+            if not event.get("producers") and name not in derived:
                 self.warning(("events", name), f"event `{name}` has no producer",
-                             "list the services that publish it: `producers: [service]`", key=True)
+                             "list the services that publish it (`producers: [service]`), or add it to a "
+                             "consumer group's `publishes`", key=True)
 

@@ -90,6 +90,17 @@ class DeliveryReport:
 DeliveryCallback = Callable[[DeliveryReport], None]
 
 
+@dataclass(frozen=True, slots=True)
+class DerivedEvent:
+    """An event a handler published (`context.publish`) while handling a delivery: sent by
+    `ConsumerTransport.publish_and_ack` together with the settling of that delivery."""
+
+    topic: EventTopic
+    key: str
+    body: bytes  # the envelope JSON
+    on_delivery: DeliveryCallback | None = None  # called on the loop thread once the broker answered
+
+
 @dataclass(slots=True)
 class Delivery:
     """One message handed from the transport to the core.
@@ -320,6 +331,22 @@ class ConsumerTransport(ABC):
         with the offsets of the events acked after it. Transports that do not implement it leave
         handlers to use a `Publisher` of their own."""
         raise Unsupported(f"{type(self).__name__} does not publish from handlers")
+
+    def publish_and_ack(self, delivery: Delivery, events: Sequence[DerivedEvent]) -> None:
+        """`delivery` was handled and its handler published `events`: send them, then ack it.
+
+        Default (RabbitMQ, memory): each event is published and confirmed (`publish`), then
+        the delivery is acked, so an ack never precedes its events' confirms (a crash in between
+        redelivers the input: the events are sent again with the same ids). Kafka at-least-once
+        acks once every event is confirmed; Kafka exactly-once writes them into the transaction
+        that commits the delivery's offset. Raises TransportError when an event is refused: the
+        delivery then stays unsettled."""
+        for event in events:
+            self.publish(event.topic, event.key, event.body)
+            if event.on_delivery is not None:
+                destination = event.topic.routing_key if self.kind == "rabbitmq" else event.topic.topic
+                event.on_delivery(DeliveryReport(destination, event.key, None))
+        self.ack((delivery,))
 
     @abstractmethod
     def close(self) -> None:

@@ -190,6 +190,8 @@ class ConsumerGroup(Frozen):
     delivery: Delivery
     handler: str | None  # "module:function" used for subscriptions that name none
     subscriptions: tuple[Subscription, ...]
+    # Event types its handlers may publish (`context.publish`), as listed in the topology.
+    publishes: tuple[str, ...] = ()
     retry: RetryPolicy
     max_in_flight: int  # backpressure bound: events fetched but not yet done, per process
     dedup: DedupSettings

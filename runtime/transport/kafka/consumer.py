@@ -5,7 +5,8 @@ every offset before it in its partition is settled (`OffsetTracker`), and positi
 asynchronously every `COMMIT_INTERVAL` and synchronously on revocation and close. Retry topics
 are consumed by the same consumer; a copy that is not yet due pauses its retry partition and
 seeks back to itself until `x-topo-retry-due-ms`. Exactly-once groups use a transactional
-producer and commit offsets with `send_offsets_to_transaction`.
+producer and commit offsets with `send_offsets_to_transaction`; the events handlers derive from
+a delivery join the transaction that commits its offset (`topo.runtime.transport.kafka.derived`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import logging
 import operator
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
@@ -27,6 +28,7 @@ from topo.runtime.transport.base import (
     ConsumeOptions,
     ConsumerTransport,
     Delivery,
+    DerivedEvent,
     StreamId,
     TransportError,
     Unsupported,
@@ -38,6 +40,7 @@ from topo.runtime.transport.kafka.config import (
     deliveries_of,
     encode_headers,
 )
+from topo.runtime.transport.kafka.derived import FENCED, DeliveryHook, HeldEvents, report_to
 from topo.runtime.transport.kafka.probe import kafka_unreachable
 from topo.runtime.transport.offsets import OffsetTracker
 
@@ -93,11 +96,13 @@ class KafkaConsumer(ConsumerTransport):
         self.trackers: dict[StreamId, OffsetTracker] = {}
         self.waiting: dict[StreamId, int] = {}  # retry partitions paused until this epoch ms
         self.core_paused: set[StreamId] = set()
-        self.failed_copies: list[tuple[str, Delivery, dict[str, str]]] = []
+        self.failed_sends: list[Callable[[], None]] = []  # copies and derived events to produce again
+        self.held = HeldEvents()  # exactly-once: derived events waiting for their offsets' commit
         self.listener: AssignmentListener | None = None
         self.last_commit = time.monotonic()
         self.dirty = False
         self.closing = False
+        self.aborted = False  # exactly-once: a transaction was aborted, nothing may be committed any more
 
     # -- group membership
     def subscribe(self, listener: AssignmentListener) -> None:
@@ -124,10 +129,21 @@ class KafkaConsumer(ConsumerTransport):
         if self.listener is not None:
             self.listener.on_lost(streams)
         self._forget(streams)
+        if self.transactional and not self.aborted:
+            # Another member owns these partitions now; the open transaction holds copies and
+            # derived events of inputs it will handle again, so it must never commit.
+            with contextlib.suppress(KafkaException):
+                self.producer.abort_transaction(30)
+            self.aborted = True
+            raise TransportError(f"kafka: group {self.group.name} was fenced: its partitions "
+                                 f"{', '.join(f'{t}[{p}]' for t, p in streams)} went to another member (session "
+                                 "timed out); its open transaction is aborted and it stops, so that a restart "
+                                 "resumes from the committed offsets")
 
     def _forget(self, streams: Iterable[StreamId]) -> None:
         for stream in streams:
             self.trackers.pop(stream, None)
+            self.held.forget(stream)
             self.waiting.pop(stream, None)
             self.core_paused.discard(stream)
 
@@ -160,10 +176,10 @@ class KafkaConsumer(ConsumerTransport):
         if not self.connected:
             self._check_reconnected()
         self.producer.poll(0)
-        if self.failed_copies:
-            copies, self.failed_copies = self.failed_copies, []
-            for destination, delivery, headers in copies:
-                self._copy(destination, delivery, headers)
+        if self.failed_sends:
+            sends, self.failed_sends = self.failed_sends, []
+            for send in sends:
+                send()
         if self.waiting:
             self._resume_due()
         if self.dirty and time.monotonic() - self.last_commit >= COMMIT_INTERVAL:
@@ -279,16 +295,50 @@ class KafkaConsumer(ConsumerTransport):
             else:
                 log.error("kafka: copy of %s[%d]@%d to %s failed (%s); trying again", delivery.source,
                           delivery.partition, delivery.offset, destination, error.str())
-                self.failed_copies.append((destination, delivery, headers))
+                self.failed_sends.append(lambda: self._copy(destination, delivery, headers))
 
-        key = None if delivery.key is None else delivery.key.encode()
+        self._produce(destination, delivery.key, delivery.body, merged, confirmed)
+
+    def _produce(self, topic: str, key: str | None, body: bytes, headers: Mapping[str, str] | None,
+                 on_delivery: DeliveryHook | None) -> None:
+        encoded = None if key is None else key.encode()
         while True:
             try:
-                self.producer.produce(destination, delivery.body, key, headers=encode_headers(merged),
-                                      on_delivery=confirmed)
+                self.producer.produce(topic, body, encoded, headers=encode_headers(headers) if headers else None,
+                                      on_delivery=on_delivery)
                 return
-            except BufferError:
+            except BufferError:  # the local queue is full: let librdkafka drain it
                 self.producer.poll(0.1)
+
+    def publish_and_ack(self, delivery: Delivery, events: Sequence[DerivedEvent]) -> None:
+        """Exactly-once: held until the transaction that commits an offset past `delivery`.
+        Otherwise produced now, and `delivery` acked once every event is confirmed."""
+        if self.transactional:
+            tracker = self.trackers.get(delivery.stream)
+            if tracker is not None and (tracker.committed is None or delivery.offset >= tracker.committed):
+                self.held.hold(delivery.stream, delivery.offset, events)
+            self.ack((delivery,))
+            return
+        unconfirmed = set(range(len(events)))
+        for index, event in enumerate(events):
+            self._derive(delivery, event, index, unconfirmed)
+
+    def _derive(self, delivery: Delivery, event: DerivedEvent, index: int, unconfirmed: set[int]) -> None:
+        told = report_to(event)
+
+        def confirmed(error: KafkaError | None, message: Message) -> None:
+            if error is not None:
+                log.error("kafka: event derived from %s[%d]@%d for %s failed (%s); trying again", delivery.source,
+                          delivery.partition, delivery.offset, event.topic.topic, error.str())
+                self.failed_sends.append(lambda: self._derive(delivery, event, index, unconfirmed))
+                return
+            if told is not None:
+                told(error, message)
+            unconfirmed.discard(index)
+            if not unconfirmed:
+                self.ack((delivery,))
+
+        self._produce(event.topic.topic, event.key, event.body, None, confirmed)
 
     def release(self, deliveries: Iterable[Delivery]) -> None:
         lowest: dict[StreamId, int] = {}
@@ -300,6 +350,7 @@ class KafkaConsumer(ConsumerTransport):
             if tracker is None or self.closing:
                 continue
             tracker.forget_from(offset)
+            self.held.drop_from(stream, offset)
             try:
                 self.consumer.seek(TopicPartition(stream[0], stream[1], offset))
             except KafkaException as error:  # e.g. the partition is being revoked: nothing to redo
@@ -353,6 +404,9 @@ class KafkaConsumer(ConsumerTransport):
 
     def _commit_transaction(self, offsets: list[TopicPartition]) -> None:
         try:
+            for position in offsets:
+                for event in self.held.take((position.topic, position.partition), position.offset):
+                    self._produce(event.topic.topic, event.key, event.body, None, report_to(event))
             if offsets:
                 self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
             self.producer.commit_transaction(30)
@@ -361,20 +415,20 @@ class KafkaConsumer(ConsumerTransport):
             # redelivered after a restart, so stop rather than continue past them.
             with contextlib.suppress(KafkaException):
                 self.producer.abort_transaction(30)
-            raise TransportError(f"kafka: transaction of group {self.group.name} failed: {error}") from None
+            self.aborted = True
+            fenced = bool(error.args) and isinstance(error.args[0], KafkaError) and error.args[0].code() in FENCED
+            why = " (fenced: another member took over its partitions)" if fenced else ""
+            raise TransportError(f"kafka: transaction of group {self.group.name} failed{why}: {error}") from None
         if not self.closing:
             self.producer.begin_transaction()
 
     def publish(self, topic: EventTopic, key: str, body: bytes, headers: Mapping[str, str] | None = None) -> None:
-        while True:
-            try:
-                self.producer.produce(topic.topic, body, key.encode(), headers=encode_headers(headers or {}))
-                return
-            except BufferError:
-                self.producer.poll(0.1)
+        self._produce(topic.topic, key, body, headers, None)
 
     def close(self) -> None:
         try:
+            if self.aborted:  # what is acked since belongs to a transaction that is gone
+                return
             self.commit()
             self.closing = True
             if self.transactional:
