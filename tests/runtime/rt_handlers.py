@@ -38,3 +38,12 @@ def record_pg(event: Any, context: Any) -> None:
     context.transaction.execute(
         f"INSERT INTO {table} (event_id, event_type, key, seq, pid) VALUES (%s, %s, %s, %s, %s)",
         (str(event.event_id), event.event_type, key, payload.seq, os.getpid()))
+
+
+def derive(event: Any, context: Any) -> None:
+    """A consume-transform-produce step: one `tx.seen` per `token.moved`, sent with the input's commit."""
+    delay = float(os.environ.get("RT_HANDLER_SLEEP", "0"))
+    if delay:
+        time.sleep(delay)
+    payload = event.payload
+    context.publish({"chain_id": event.chain_id, "sender": payload.token, "seq": payload.seq}, event_type="tx.seen")

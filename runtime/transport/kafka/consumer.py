@@ -5,16 +5,16 @@ every offset before it in its partition is settled (`OffsetTracker`), and positi
 asynchronously every `COMMIT_INTERVAL` and synchronously on revocation and close. Retry topics
 are consumed by the same consumer; a copy that is not yet due pauses its retry partition and
 seeks back to itself until `x-topo-retry-due-ms`. Exactly-once groups use a transactional
-producer and commit offsets with `send_offsets_to_transaction`; the events handlers derive from
-a delivery join the transaction that commits its offset (`topo.runtime.transport.kafka.derived`).
+producer: retry and dead-letter copies and the events handlers derive from a delivery join the
+transaction that commits its offset (`topo.runtime.transport.kafka.transaction`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import operator
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -40,14 +40,15 @@ from topo.runtime.transport.kafka.config import (
     deliveries_of,
     encode_headers,
 )
-from topo.runtime.transport.kafka.derived import FENCED, DeliveryHook, HeldEvents, report_to
 from topo.runtime.transport.kafka.probe import kafka_unreachable
+from topo.runtime.transport.kafka.transaction import DeliveryHook, Outgoing, Transactions, derived_message, report_to
 from topo.runtime.transport.offsets import OffsetTracker
 
 log = logging.getLogger("topo.runtime.kafka")
 
 RECONNECT_CHECK = 2.0  # seconds between metadata requests while the broker is unreachable
 COMMIT_INTERVAL = 0.2  # seconds between asynchronous commits of settled offsets
+TRANSACTION_TIMEOUT_MS = 10_000
 STREAM_OF = operator.attrgetter("source", "partition")
 OFFSET_OF = operator.attrgetter("offset")
 
@@ -85,11 +86,16 @@ class KafkaConsumer(ConsumerTransport):
         self.transactional = options.exactly_once
         if self.transactional:
             prefix = group.kafka.transactional_id_prefix or group.kafka.group_id
-            producer_config["transactional.id"] = f"{prefix}-{member}"
+            # Unique per live process (pods of one Deployment all run `topo` as pid 1: the host name,
+            # i.e. the pod's, tells them apart) and the same after a restart in place, whose
+            # init_transactions then aborts the open transaction of the process it replaces at once.
+            producer_config["transactional.id"] = f"{prefix}-{socket.gethostname()}-{member}"
+            # What a crashed process's open transaction blocks read_committed readers for at most
+            # (Kafka Streams' exactly-once default); transactions here commit every COMMIT_INTERVAL.
+            producer_config["transaction.timeout.ms"] = TRANSACTION_TIMEOUT_MS
         self.producer = Producer(producer_config)
-        if self.transactional:
-            self.producer.init_transactions(30)
-            self.producer.begin_transaction()
+        self.transactions = (Transactions(self.producer, self.consumer, group.name, self._send)
+                             if self.transactional else None)
         self.retry_topics = {r.delay_seconds: r.name for r in group.kafka.retry_topics}
         self.retry_names = frozenset(self.retry_topics.values())
         self.topics = sorted({t for s in group.subscriptions for t in s.topics} | set(self.retry_names))
@@ -97,12 +103,10 @@ class KafkaConsumer(ConsumerTransport):
         self.waiting: dict[StreamId, int] = {}  # retry partitions paused until this epoch ms
         self.core_paused: set[StreamId] = set()
         self.failed_sends: list[Callable[[], None]] = []  # copies and derived events to produce again
-        self.held = HeldEvents()  # exactly-once: derived events waiting for their offsets' commit
         self.listener: AssignmentListener | None = None
         self.last_commit = time.monotonic()
         self.dirty = False
         self.closing = False
-        self.aborted = False  # exactly-once: a transaction was aborted, nothing may be committed any more
 
     # -- group membership
     def subscribe(self, listener: AssignmentListener) -> None:
@@ -129,21 +133,19 @@ class KafkaConsumer(ConsumerTransport):
         if self.listener is not None:
             self.listener.on_lost(streams)
         self._forget(streams)
-        if self.transactional and not self.aborted:
-            # Another member owns these partitions now; the open transaction holds copies and
-            # derived events of inputs it will handle again, so it must never commit.
-            with contextlib.suppress(KafkaException):
-                self.producer.abort_transaction(30)
-            self.aborted = True
-            raise TransportError(f"kafka: group {self.group.name} was fenced: its partitions "
-                                 f"{', '.join(f'{t}[{p}]' for t, p in streams)} went to another member (session "
-                                 "timed out); its open transaction is aborted and it stops, so that a restart "
-                                 "resumes from the committed offsets")
+        if self.transactions is not None and not self.transactions.aborted:
+            # Another member owns these partitions now, and handles again what this one did not
+            # commit yet (its dedup store knows nothing of that): stop, and start afresh.
+            self.transactions.abort_for_good()
+            raise TransportError(f"kafka: group {self.group.name} was fenced: its {len(streams)} partitions went "
+                                 "to another member (session timed out); its open transaction is aborted and it "
+                                 "stops, so that a restart resumes from the committed offsets")
 
     def _forget(self, streams: Iterable[StreamId]) -> None:
         for stream in streams:
             self.trackers.pop(stream, None)
-            self.held.forget(stream)
+            if self.transactions is not None:
+                self.transactions.forget(stream)
             self.waiting.pop(stream, None)
             self.core_paused.discard(stream)
 
@@ -288,6 +290,9 @@ class KafkaConsumer(ConsumerTransport):
 
     def _copy(self, destination: str, delivery: Delivery, headers: dict[str, str]) -> None:
         merged = {**delivery.headers, **headers}
+        if self.transactions is not None:  # committed with the original's offset
+            self._hold(delivery, [Outgoing(destination, delivery.key, delivery.body, merged)])
+            return
 
         def confirmed(error: KafkaError | None, _message: Message) -> None:
             if error is None:
@@ -298,6 +303,18 @@ class KafkaConsumer(ConsumerTransport):
                 self.failed_sends.append(lambda: self._copy(destination, delivery, headers))
 
         self._produce(destination, delivery.key, delivery.body, merged, confirmed)
+
+    def _send(self, message: Outgoing) -> None:
+        self._produce(message.topic, message.key, message.body, message.headers, message.report)
+
+    def _hold(self, delivery: Delivery, messages: list[Outgoing]) -> None:
+        """Exactly-once: `messages` wait for the transaction that commits an offset past
+        `delivery`, which counts as settled now (`Transactions`)."""
+        assert self.transactions is not None
+        tracker = self.trackers.get(delivery.stream)
+        if tracker is not None and (tracker.committed is None or delivery.offset >= tracker.committed):
+            self.transactions.hold(delivery.stream, delivery.offset, messages)
+        self.ack((delivery,))
 
     def _produce(self, topic: str, key: str | None, body: bytes, headers: Mapping[str, str] | None,
                  on_delivery: DeliveryHook | None) -> None:
@@ -313,11 +330,8 @@ class KafkaConsumer(ConsumerTransport):
     def publish_and_ack(self, delivery: Delivery, events: Sequence[DerivedEvent]) -> None:
         """Exactly-once: held until the transaction that commits an offset past `delivery`.
         Otherwise produced now, and `delivery` acked once every event is confirmed."""
-        if self.transactional:
-            tracker = self.trackers.get(delivery.stream)
-            if tracker is not None and (tracker.committed is None or delivery.offset >= tracker.committed):
-                self.held.hold(delivery.stream, delivery.offset, events)
-            self.ack((delivery,))
+        if self.transactions is not None:
+            self._hold(delivery, [derived_message(event) for event in events])
             return
         unconfirmed = set(range(len(events)))
         for index, event in enumerate(events):
@@ -350,7 +364,8 @@ class KafkaConsumer(ConsumerTransport):
             if tracker is None or self.closing:
                 continue
             tracker.forget_from(offset)
-            self.held.drop_from(stream, offset)
+            if self.transactions is not None:
+                self.transactions.drop_from(stream, offset)
             try:
                 self.consumer.seek(TopicPartition(stream[0], stream[1], offset))
             except KafkaException as error:  # e.g. the partition is being revoked: nothing to redo
@@ -381,18 +396,22 @@ class KafkaConsumer(ConsumerTransport):
 
     def _commit(self, asynchronous: bool) -> None:
         offsets = []
-        for (topic, partition), tracker in self.trackers.items():
+        previous: dict[StreamId, int | None] = {}
+        for stream, tracker in self.trackers.items():
             if tracker.committable is not None and tracker.committable != tracker.committed:
-                offsets.append(TopicPartition(topic, partition, tracker.committable))
+                offsets.append(TopicPartition(stream[0], stream[1], tracker.committable))
+                previous[stream] = tracker.committed
                 tracker.committed = tracker.committable
         self.last_commit = time.monotonic()
         self.dirty = False
-        if not offsets:
-            if self.transactional and not asynchronous:
-                self._commit_transaction([])
+        if self.transactions is not None:
+            if (offsets or not asynchronous) and not self.transactions.commit(offsets, begin_next=not self.closing):
+                for stream, committed in previous.items():  # refused: the next attempt commits them
+                    if stream in self.trackers:
+                        self.trackers[stream].committed = committed
+                self.dirty = True
             return
-        if self.transactional:
-            self._commit_transaction(offsets)
+        if not offsets:
             return
         try:
             if asynchronous:
@@ -402,37 +421,15 @@ class KafkaConsumer(ConsumerTransport):
         except KafkaException as error:
             log.warning("kafka: commit for group %s failed: %s", self.group.name, error)
 
-    def _commit_transaction(self, offsets: list[TopicPartition]) -> None:
-        try:
-            for position in offsets:
-                for event in self.held.take((position.topic, position.partition), position.offset):
-                    self._produce(event.topic.topic, event.key, event.body, None, report_to(event))
-            if offsets:
-                self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
-            self.producer.commit_transaction(30)
-        except KafkaException as error:
-            # Offsets and copies of this transaction are rolled back together; the events are
-            # redelivered after a restart, so stop rather than continue past them.
-            with contextlib.suppress(KafkaException):
-                self.producer.abort_transaction(30)
-            self.aborted = True
-            fenced = bool(error.args) and isinstance(error.args[0], KafkaError) and error.args[0].code() in FENCED
-            why = " (fenced: another member took over its partitions)" if fenced else ""
-            raise TransportError(f"kafka: transaction of group {self.group.name} failed{why}: {error}") from None
-        if not self.closing:
-            self.producer.begin_transaction()
-
     def publish(self, topic: EventTopic, key: str, body: bytes, headers: Mapping[str, str] | None = None) -> None:
         self._produce(topic.topic, key, body, headers, None)
 
     def close(self) -> None:
         try:
-            if self.aborted:  # what is acked since belongs to a transaction that is gone
-                return
-            self.commit()
+            if self.transactions is not None and self.transactions.aborted:
+                return  # nothing may be committed any more: a restart resumes from the committed offsets
             self.closing = True
-            if self.transactional:
-                self._commit_transaction([])
+            self.commit()
         finally:
             self.closing = True
             self.listener = None  # revocation during close needs no settling: all is committed
