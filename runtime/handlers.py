@@ -15,16 +15,18 @@ import inspect
 import threading
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from pydantic import BaseModel
 
 from topo.core.model import ConsumerGroup
 from topo.runtime.imports import ImportFailure, did_you_mean, import_user_module, public_callables
-from topo.runtime.outbox import Outbox
-from topo.runtime.publisher import Published, PublishError
 from topo.runtime.transport.base import DeliveryCallback
+
+if TYPE_CHECKING:  # the publisher imports tracing, which imports this module
+    from topo.runtime.outbox import Outbox
+    from topo.runtime.publisher import Published
 
 Handler = Callable[..., Any]
 
@@ -50,16 +52,19 @@ class HandlerContext:
 
     def publish(self, payload: BaseModel | Mapping[str, Any], chain_id: int | None = None, *,
                 event_type: str | None = None, event_id: UUID | None = None,
-                on_delivery: DeliveryCallback | None = None) -> Published:
+                on_delivery: DeliveryCallback | None = None, headers: Mapping[str, str] | None = None
+                ) -> Published:
         """Publish a derived event: the arguments, checks and result of `Publisher.publish`, for an
         event type in the group's `publishes`. It is sent only if the handler returns, with the
         input's acknowledgement (exactly-once Kafka group: in its transaction); its `event_id` is
-        derived from the input's unless given; `on_delivery` runs on the consume loop's thread.
-        See `topo.runtime.outbox`."""
+        derived from the input's unless given; `headers` default to the input's trace context;
+        `on_delivery` runs on the consume loop's thread. See `topo.runtime.outbox`."""
         if self.outbox is None:
+            from topo.runtime.publisher import PublishError  # here: the publisher imports this module
+
             raise PublishError(f"this context of group {self.group!r} was not made by the runtime: it cannot publish")
         return self.outbox.publish(payload, chain_id, event_type=event_type, event_id=event_id,
-                                   on_delivery=on_delivery)
+                                   on_delivery=on_delivery, headers=headers)
 
 
 @dataclass(frozen=True, slots=True)

@@ -174,11 +174,14 @@ class Handling:
         headers = delivery.headers
         failures = work.failures if work is not None else int(headers.get(H.ATTEMPT, 0))
         derived = self.derived
+        traceparent, tracestate = headers.get(H.TRACEPARENT), headers.get(H.TRACESTATE)
+        trace = {H.TRACEPARENT: traceparent, **({H.TRACESTATE: tracestate} if tracestate else {})} \
+            if traceparent else None
         return HandlerContext(group=self.group.name, event_type=route.event, chain_id=route.chain_id,
                               topic=delivery.topic, partition=delivery.partition, offset=delivery.offset,
                               attempt=failures + 1, transaction=transaction,
-                              traceparent=headers.get(H.TRACEPARENT), tracestate=headers.get(H.TRACESTATE),
-                              outbox=None if derived is None else derived.outbox(envelope.event_id))
+                              traceparent=traceparent, tracestate=tracestate,
+                              outbox=None if derived is None else derived.outbox(envelope.event_id, trace))
 
     def trim(self) -> None:
         """Bound the in-memory store's window (once per batch of successes, not per event)."""

@@ -43,23 +43,25 @@ class DerivedEvents:
         self.allowed = frozenset(group.publishes)
         self.envelopes = Envelopes(topology, classes, producer=group.name)
 
-    def outbox(self, source: UUID) -> Outbox:
-        return Outbox(self, source)
+    def outbox(self, source: UUID, trace: Mapping[str, str] | None = None) -> Outbox:
+        return Outbox(self, source, trace)
 
 
 class Outbox:
     """The events one handler call published, in call order (see the module docstring)."""
 
-    __slots__ = ("derived", "events", "source")
+    __slots__ = ("derived", "events", "source", "trace")
 
-    def __init__(self, derived: DerivedEvents, source: UUID) -> None:
+    def __init__(self, derived: DerivedEvents, source: UUID, trace: Mapping[str, str] | None = None) -> None:
         self.derived = derived
         self.source = source  # the input event's id
+        self.trace = trace  # the input's W3C trace headers: derived events continue its trace
         self.events: list[DerivedEvent] = []
 
     def publish(self, payload: BaseModel | Mapping[str, Any], chain_id: int | None = None, *,
                 event_type: str | None = None, event_id: UUID | None = None,
-                on_delivery: DeliveryCallback | None = None) -> Published:
+                on_delivery: DeliveryCallback | None = None, headers: Mapping[str, str] | None = None
+                ) -> Published:
         derived = self.derived
         identity = event_id or derived_event_id(self.source, derived.group, len(self.events))
         published, body = derived.envelopes.build(payload, chain_id, event_type=event_type, event_id=identity)
@@ -68,5 +70,6 @@ class Outbox:
             raise PublishError(f"consumer group {derived.group!r} may not publish {published.event_type!r} "
                                f"(it publishes: {declared}); add it to `consumer_groups.{derived.group}.publishes` "
                                "in topology.yaml")
-        self.events.append(DerivedEvent(published.topic, published.key, body, on_delivery))
+        self.events.append(DerivedEvent(published.topic, published.key, body,
+                                        self.trace if headers is None else headers, on_delivery))
         return published

@@ -98,6 +98,7 @@ class DerivedEvent:
     topic: EventTopic
     key: str
     body: bytes  # the envelope JSON
+    headers: Mapping[str, str] | None = None
     on_delivery: DeliveryCallback | None = None  # called on the loop thread once the broker answered
 
 
@@ -342,7 +343,7 @@ class ConsumerTransport(ABC):
         that commits the delivery's offset. Raises TransportError when an event is refused: the
         delivery then stays unsettled."""
         for event in events:
-            self.publish(event.topic, event.key, event.body)
+            self.publish(event.topic, event.key, event.body, event.headers)
             if event.on_delivery is not None:
                 destination = event.topic.routing_key if self.kind == "rabbitmq" else event.topic.topic
                 event.on_delivery(DeliveryReport(destination, event.key, None))

@@ -165,3 +165,19 @@ def test_a_failed_attempt_publishes_nothing_and_undeclared_events_are_refused(ma
     assert [letter.headers[H.ERROR_CLASS] for letter in letters] == ["topo.runtime.publisher.PublishError"]
     assert "may not publish 'token.moved'" in letters[0].headers[H.ERROR_MESSAGE]
     assert "consumer_groups.gamma.publishes" in letters[0].headers[H.ERROR_MESSAGE]
+
+
+@pytest.mark.parametrize("transport_kind", ["memory"])
+def test_derived_events_continue_the_inputs_trace(make_bus: Callable[..., Bus]) -> None:
+    bus = make_bus(groups=PUBLISHING)
+    runtime = bus.runtime()
+    tail = open_tail(bus, runtime)
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    module = runtime.classes.module
+    runtime.publisher().publish(module.TokenMoved(chain_id=1, token="t", seq=1), headers={H.TRACEPARENT: traceparent})
+    runtime.register("gamma", derive)
+    runner = runtime.runner("gamma")
+    runner.run(until=settled(runner, lambda: runner.handled >= 1), timeout=60)
+    derived = tail.poll(10, 5)
+    tail.close()
+    assert [d.headers.get(H.TRACEPARENT) for d in derived] == [traceparent]

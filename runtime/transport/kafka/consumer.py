@@ -352,7 +352,7 @@ class KafkaConsumer(ConsumerTransport):
             if not unconfirmed:
                 self.ack((delivery,))
 
-        self._produce(event.topic.topic, event.key, event.body, None, confirmed)
+        self._produce(event.topic.topic, event.key, event.body, event.headers, confirmed)
 
     def release(self, deliveries: Iterable[Delivery]) -> None:
         lowest: dict[StreamId, int] = {}

@@ -44,7 +44,7 @@ class Outgoing:
 
 
 def derived_message(event: DerivedEvent) -> Outgoing:
-    return Outgoing(event.topic.topic, event.key, event.body, None, report_to(event))
+    return Outgoing(event.topic.topic, event.key, event.body, event.headers, report_to(event))
 
 
 def report_to(event: DerivedEvent) -> DeliveryHook | None:
