@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -131,8 +132,13 @@ def test_a_redelivered_input_derives_the_same_event_id(make_bus: Callable[..., B
 
 
 @pytest.mark.parametrize("transport_kind", ["memory"])
-def test_a_failed_attempt_publishes_nothing_and_undeclared_events_are_refused(make_bus: Callable[..., Bus]) -> None:
-    bus = make_bus(groups=PUBLISHING, retry_initial="10ms")
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_a_failed_attempt_publishes_nothing_and_undeclared_events_are_refused(make_bus: Callable[..., Bus],
+                                                                              store: str, tmp_path: Path) -> None:
+    """With the SQLite store the handlers run in group commit: a failed handler's savepoint rolls back
+    and its derived events go with it."""
+    dedup = {"store": store, **({"path": str(tmp_path / "gamma.sqlite")} if store == "sqlite" else {})}
+    bus = make_bus(groups={"gamma": {**PUBLISHING["gamma"], "dedup": dedup}}, retry_initial="10ms")
     runtime = bus.runtime()
     tail = open_tail(bus, runtime)
     module = runtime.classes.module
