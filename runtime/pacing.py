@@ -18,7 +18,13 @@ flight (fetching stops for at most PROBE_BARRIER to get there).
 from __future__ import annotations
 
 import resource
+import threading
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from topo.runtime.transport.base import ConsumerTransport
 
 SLICE = 0.02  # seconds of inline handling before the loop serves its connection again
 BLOCKED_PER_EVENT = 100e-6  # off-CPU seconds per event from which worker threads pay for their hand-off
@@ -26,6 +32,7 @@ PROBE_FIRST = 2.0  # seconds on worker threads before trying inline again
 PROBE_MAX = 60.0
 PROBE_BARRIER = 1.0  # seconds fetching may stop for in-flight work to finish before going inline
 DEFAULT_THREADS = 8  # worker threads of the default (adaptive) mode once handlers block
+KEEPALIVE_EVERY = 1.0  # seconds: how often the watchdog serves a connection while a handler holds the loop
 
 _RUSAGE_THREAD = getattr(resource, "RUSAGE_THREAD", None)  # Linux; elsewhere off-CPU time alone decides
 
@@ -101,3 +108,43 @@ class Pacing:
         if self.probing:
             self.probing = False
             self.interval = PROBE_FIRST
+
+
+class Keepalive:
+    """A watchdog thread: while one inline slice holds the loop thread in handlers for
+    KEEPALIVE_EVERY or longer, it serves the consumer's connection (RabbitMQ: pika answers
+    heartbeats only when served). The loop thread brackets each slice with `enter`/`leave`; the
+    lock makes sure the loop has not resumed using the connection while the watchdog serves it."""
+
+    def __init__(self, name: str, consumer: Callable[[], ConsumerTransport | None]) -> None:
+        self.consumer = consumer
+        self.since: float | None = None  # a slice runs handlers on the loop thread since
+        self.lock = threading.Lock()
+        self.finished = threading.Event()
+        self.served = 0  # times the connection was served from here (tests)
+        self.thread = threading.Thread(target=self._watch, name=name, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.finished.set()
+        self.thread.join()
+
+    def enter(self) -> None:
+        self.since = time.monotonic()
+
+    def leave(self) -> None:
+        with self.lock:
+            self.since = None
+
+    def _watch(self) -> None:
+        while not self.finished.wait(KEEPALIVE_EVERY):
+            since, consumer = self.since, self.consumer()
+            if since is None or consumer is None or not consumer.needs_keepalive:
+                continue
+            if time.monotonic() - since >= KEEPALIVE_EVERY:
+                with self.lock:
+                    if self.since is since:
+                        consumer.keepalive()
+                        self.served += 1

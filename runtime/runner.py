@@ -37,7 +37,7 @@ from topo.runtime.handlers import BoundHandler
 from topo.runtime.handling import Handling, build_routes
 from topo.runtime.metrics import RuntimeMetrics
 from topo.runtime.outbox import DerivedEvents
-from topo.runtime.pacing import DEFAULT_THREADS, SLICE, Pacing, SliceMeter
+from topo.runtime.pacing import DEFAULT_THREADS, SLICE, Keepalive, Pacing, SliceMeter
 from topo.runtime.settle import STREAM_OF, Settler
 from topo.runtime.tracing import Tracing
 from topo.runtime.transport.base import (
@@ -59,7 +59,6 @@ BUSY_POLL = 0.005  # poll timeout while handlers run: settles their outcomes pro
 # and a brief saturation is normal.
 PAUSE_AFTER = 1.0
 MAX_BATCH = 500  # deliveries taken per poll
-KEEPALIVE_EVERY = 1.0  # seconds: how often the watchdog serves a connection while a handler holds the loop
 
 
 class UntilTimeout(TimeoutError):
@@ -104,8 +103,7 @@ class GroupRunner:
                              threaded=concurrency is not None and self.concurrency > 0)
         self._meter = SliceMeter()
         self._backlog: deque[Batch] = deque()  # inline work fetched, not yet handled (in order)
-        self._inline_since: float | None = None  # a slice runs handlers on the loop thread since
-        self._keepalive_lock = threading.Lock()  # the watchdog serves the connection only under it
+        self.keepalive: Keepalive | None = None  # while inline handling is possible
         self.shutdown_timeout = shutdown_timeout
         self.time_scale = time_scale
         self.client_id = client_id
@@ -244,11 +242,10 @@ class GroupRunner:
         self._start_workers()
         ends = None if timeout is None else time.monotonic() + timeout
         link = BrokerLink(self.group.name, self.state)
-        watchdog, finished = None, threading.Event()
+        keepalive = None
         if not self.pacing.threaded:
-            watchdog = threading.Thread(target=self._keep_alive, args=(finished,), daemon=True,
-                                        name=f"topo-{self.group.name}-keepalive")
-            watchdog.start()
+            keepalive = self.keepalive = Keepalive(f"topo-{self.group.name}-keepalive", lambda: self._consumer)
+            keepalive.start()
         try:
             timed_out = self._sessions(options, link, until, ends)
             if self.failure is not None:
@@ -268,9 +265,8 @@ class GroupRunner:
                 self.state.set_connected(False)
             for thread in self._threads:
                 thread.stop()
-            finished.set()
-            if watchdog is not None:
-                watchdog.join()
+            if keepalive is not None:
+                keepalive.stop()
 
     def _sessions(self, options: ConsumeOptions, link: BrokerLink, until: Callable[[], bool] | None,
                   ends: float | None) -> bool:
@@ -327,19 +323,6 @@ class GroupRunner:
                          for index in range(self.concurrency)]
         for thread in self._threads:
             thread.start()
-
-    def _keep_alive(self, finished: threading.Event) -> None:
-        """Watchdog: while one slice holds the loop thread in handlers for KEEPALIVE_EVERY or
-        longer, serve the connection from here (RabbitMQ: pika answers heartbeats only when
-        served). The lock makes sure the loop thread has not resumed using the connection."""
-        while not finished.wait(KEEPALIVE_EVERY):
-            since, consumer = self._inline_since, self._consumer
-            if since is None or consumer is None or not consumer.needs_keepalive:
-                continue
-            if time.monotonic() - since >= KEEPALIVE_EVERY:
-                with self._keepalive_lock:
-                    if self._inline_since is since:
-                        consumer.keepalive()
 
     def _poke_all(self) -> None:
         """Have every worker release its stale (or, draining, all) parked work."""
@@ -442,12 +425,14 @@ class GroupRunner:
         deliveries, generations = backlog[0]
         meter = self._meter
         meter.start()
-        self._inline_since = time.monotonic()
+        keepalive = self.keepalive
+        if keepalive is not None:
+            keepalive.enter()
         try:
             taken = inline.run_slice(deliveries, generations, time.perf_counter() + SLICE)
         finally:
-            with self._keepalive_lock:
-                self._inline_since = None
+            if keepalive is not None:
+                keepalive.leave()
         if taken < len(deliveries):
             backlog[0] = (deliveries[taken:], generations)
         else:
