@@ -156,9 +156,9 @@ def test_kill_9_three_times_derives_each_event_exactly_once(make_bus: Callable[.
     finally:
         for process in processes:
             stop(process)
+        progress.close()
     assert_exactly_once(progress.derived, inputs, "librdkafka read_committed")
     assert_exactly_once(java_read_committed(bus, tmp_path), inputs, "Java ConsoleConsumer read_committed")
-    progress.close()
 
 
 def test_a_resumed_zombie_is_fenced_and_adds_nothing(make_bus: Callable[..., Bus], tmp_path: Path) -> None:
@@ -182,10 +182,10 @@ def test_a_resumed_zombie_is_fenced_and_adds_nothing(make_bus: Callable[..., Bus
     finally:
         stop(zombie)
         stop(survivor)
+        progress.close()
     output = zombie_log.read_text()
     assert code != 0, f"the zombie went on after it resumed: {output[-2000:]}"
     assert "fenced" in output, output[-2000:]
     assert_exactly_once(progress.derived, inputs, "librdkafka read_committed")
     assert_exactly_once(java_read_committed(bus, tmp_path), inputs, "Java ConsoleConsumer read_committed")
-    progress.close()
 
