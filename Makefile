@@ -4,8 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# The official AsyncAPI parser the tests validate generated/asyncapi/ with (dev/asyncapi/, pinned by its lockfile).
+ASYNCAPI_PARSER := dev/asyncapi/node_modules/.package-lock.json
 
-.PHONY: generate check test test-faults lint brokers-up brokers-down brokers-status cluster-up cluster-down cluster-status bench demo clean
+.PHONY: generate check test test-faults lint asyncapi-parser brokers-up brokers-down brokers-status cluster-up cluster-down cluster-status bench demo clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,7 +21,13 @@ generate: $(STAMP)
 check: $(STAMP)
 	$(BIN)/topo generate -t topology.yaml -o generated --check
 
-test: $(STAMP)
+$(ASYNCAPI_PARSER): dev/asyncapi/package.json dev/asyncapi/package-lock.json
+	cd dev/asyncapi && npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
+
+asyncapi-parser: $(ASYNCAPI_PARSER)
+
+test: $(STAMP) $(ASYNCAPI_PARSER)
 	$(MAKE) brokers-up
 	$(BIN)/topo generate -t topology.yaml -o generated --check
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -69,4 +77,4 @@ demo: $(STAMP)
 	$(BIN)/python -m examples.demo -t topology.yaml --broker $(DEMO_BROKER) $(DEMO_ARGS)
 
 clean:
-	rm -rf $(VENV) .run
+	rm -rf $(VENV) .run dev/asyncapi/node_modules

@@ -27,6 +27,7 @@ EMITTERS: tuple[str, ...] = (
     "k8s_config",
     "k8s_scrape",
     "k8s_kustomize",
+    "asyncapi",
 )
 
 
