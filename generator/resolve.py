@@ -20,6 +20,7 @@ from topo.core.model import (
     DedupSettings,
     Delivery,
     DeploySettings,
+    EnvelopeFormat,
     EventTopic,
     EventType,
     FieldType,
@@ -42,6 +43,7 @@ from topo.core.names import (
     DEFAULT_DEDUP_CAPACITY,
     DEFAULT_DEDUP_STORE,
     DEFAULT_DEDUP_TABLE,
+    DEFAULT_ENVELOPE,
     DEFAULT_EVENT_VERSION,
     DEFAULT_KAFKA,
     DEFAULT_MAX_IN_FLIGHT,
@@ -260,6 +262,7 @@ def resolve(doc: Doc) -> Topology:
             reader=Reader(event_doc.get("reader", defaults.get("reader", DEFAULT_READER))),
             compatibility=Compatibility(event_doc.get("compatibility",
                                                       defaults.get("compatibility", DEFAULT_COMPATIBILITY))),
+            envelope=EnvelopeFormat(event_doc.get("envelope", defaults.get("envelope", DEFAULT_ENVELOPE))),
         ))
     by_name = {event.name: event for event in events}
 

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from topo.core import headers as H
 from topo.core.model import ConsumerGroup, RetryPolicy
+from topo.runtime.cloudevents import CloudEventsReader, is_cloudevent
 from topo.runtime.dedup import MemoryStore, ProcessedStore
 from topo.runtime.events import EventClasses
 from topo.runtime.handlers import BoundHandler, HandlerContext
@@ -135,8 +136,10 @@ class Handling:
     """The group's routes, dedup store and failure policy; shared by every worker of a group."""
 
     def __init__(self, group: ConsumerGroup, routes: dict[str, GroupRoute], store: ProcessedStore,
-                 time_scale: float, derived: DerivedEvents | None = None) -> None:
+                 time_scale: float, derived: DerivedEvents | None = None,
+                 cloudevents: CloudEventsReader | None = None) -> None:
         self.group = group
+        self.cloudevents = cloudevents
         self.routes = routes
         self.derived = derived  # None: the group publishes nothing from its handlers
         # Per topic, what the worker's loop calls for a first attempt (unpacked in one step).
@@ -149,6 +152,16 @@ class Handling:
         self.memory = store if isinstance(store, MemoryStore) else None
         # Any other store group-commits (topo.runtime.group_commit).
         self.durable = None if self.memory is not None else store
+
+    def body_of(self, delivery: Delivery) -> bytes:
+        """The envelope JSON of a delivery off the common path: a CloudEvent (binary content mode)
+        becomes the topo envelope (ValueError when it cannot: the event is poison)."""
+        headers = delivery.headers
+        if headers and is_cloudevent(headers):
+            if self.cloudevents is None:
+                raise ValueError("a CloudEvent, and this group reads none (no CloudEventsReader)")
+            return self.cloudevents.envelope(delivery)
+        return delivery.body
 
     def route_of(self, delivery: Delivery) -> GroupRoute | None:
         """The route of a delivery; a retry copy names its original topic in a header."""

@@ -15,7 +15,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ValidationError
 
-from topo.core.model import EventTopic, Topology
+from topo.core.model import EnvelopeFormat, EventTopic, Topology
+from topo.runtime.cloudevents import CloudEventsWriter
 from topo.runtime.events import EventClasses, key_attribute
 from topo.runtime.metrics import RuntimeMetrics
 from topo.runtime.payload_errors import FieldProblem, field_problems, quoted
@@ -39,6 +40,7 @@ class Route:
     key_attribute: str
     version: str
     prefix: bytes  # '{"event_type":"...","event_id":"' : the constant head of the envelope
+    cloudevents: bool = False  # `envelope: cloudevents`: binary content mode (topo.runtime.cloudevents)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,11 +115,21 @@ class Envelopes:
                 key_attribute=key_attribute(payload_class, event.key),
                 version=json.dumps(event.version),
                 prefix=(head + ',"event_id":"').encode(),
+                cloudevents=event.envelope is EnvelopeFormat.CLOUDEVENTS,
             )
 
     def build(self, payload: BaseModel | Mapping[str, Any], chain_id: int | None = None, *,
               event_type: str | None = None, event_id: UUID | None = None) -> tuple[Published, bytes]:
         """What `Publisher.publish` sends, and where; PublishError as it describes."""
+        published, body, _ = self.build_with_headers(payload, chain_id, event_type=event_type, event_id=event_id)
+        return published, body
+
+    def build_with_headers(self, payload: BaseModel | Mapping[str, Any], chain_id: int | None = None, *,
+                           event_type: str | None = None, event_id: UUID | None = None,
+                           headers: Mapping[str, str] | None = None, cloudevents: CloudEventsWriter | None = None
+                           ) -> tuple[Published, bytes, Mapping[str, str] | None]:
+        """`build`, and the headers to send: with `cloudevents`, an event type declared `envelope: cloudevents`
+        is written in binary content mode (the payload JSON as data, attributes added to `headers`)."""
         payload = self.payload(payload, event_type)
         kind = type(payload).EVENT_TYPE  # type: ignore[attr-defined]
         route = self.routes[kind]
@@ -131,12 +143,16 @@ class Envelopes:
         key_value = getattr(payload, route.key_attribute)
         key = "" if key_value is None else str(key_value)
         identity = event_id or uuid.uuid4()
+        published = Published(event_id=identity, event_type=kind, chain_id=payload_chain, key=key, topic=topic)
+        if route.cloudevents and cloudevents is not None:  # the payload JSON as data, the rest as attributes
+            headers = cloudevents.headers(kind, str(identity), utc_timestamp(time.time()), payload_chain, headers)
+            return published, payload.model_dump_json().encode(), headers
         body = b"".join((
             route.prefix, str(identity).encode(), b'","timestamp":"', utc_timestamp(time.time()).encode(),
             b'","chain_id":', str(payload_chain).encode(), b',"payload":', payload.model_dump_json().encode(),
             b',"metadata":', self._metadata, b',"version":', route.version.encode(), b"}}",
         ))
-        return Published(event_id=identity, event_type=kind, chain_id=payload_chain, key=key, topic=topic), body
+        return published, body, headers
 
     def payload(self, payload: BaseModel | Mapping[str, Any], event_type: str | None) -> BaseModel:
         """`payload` as a validated instance of its generated class."""
@@ -180,6 +196,8 @@ class Publisher:
         self.metrics = metrics
         self.envelopes = Envelopes(topology, classes, producer)
         self._lock = threading.RLock()  # a delivery callback may publish again
+        self._cloudevents = CloudEventsWriter(topology, producer, transport.cloudevents_prefix,
+                                              transport.cloudevents_content_type)
         self._published: dict[tuple[str, int], Any] = {}
         self._failed: dict[tuple[str, int], Any] = {}
         if metrics is not None:
@@ -199,7 +217,8 @@ class Publisher:
         match. `headers` travel with the event (e.g. a W3C `traceparent` / `tracestate`), through
         retries, dead letters and replays. Raises PublishError (nothing sent) for an undeclared
         event type, a chain the event is not declared on, or an invalid payload."""
-        published, body = self.envelopes.build(payload, chain_id, event_type=event_type, event_id=event_id)
+        published, body, headers = self.envelopes.build_with_headers(
+            payload, chain_id, event_type=event_type, event_id=event_id, headers=headers, cloudevents=self._cloudevents)
         topic, key, kind = published.topic, published.key, published.event_type
         callback = self._callback(kind, published.chain_id, on_delivery)
         if self.tracing is None:

@@ -30,6 +30,7 @@ from typing import Any
 
 from topo.core.model import ConsumerGroup, Topology
 from topo.core.model import Delivery as DeliveryMode
+from topo.runtime.cloudevents import CloudEventsReader
 from topo.runtime.connection_state import BrokerLink
 from topo.runtime.dedup import MemoryStore, ProcessedStore
 from topo.runtime.events import EventClasses
@@ -108,7 +109,7 @@ class GroupRunner:
         self.time_scale = time_scale
         self.client_id = client_id
         self.handling = Handling(group, build_routes(group, classes, handlers, metrics, tracing), self.store,
-                                 time_scale, DerivedEvents(topology, classes, group))
+                                 time_scale, DerivedEvents(topology, classes, group), CloudEventsReader(topology))
         self.handoff = Handoff(self.stop)
         if state is not None:  # a durable store that fails makes the member not ready until it is back
             self.handoff.on_store = lambda reason: state.set_store(group.name, reason)

@@ -135,8 +135,9 @@ class Worker:
 
         A batch (`pending` None): a first attempt of a subscribed event whose lane is free runs
         here without a `Work` (the common case; nothing is allocated for it but its envelope);
-        a retry copy, a stale delivery or one behind a parked key goes to `_admit`, which comes
-        back here with its `Work` as `pending` (and `deliveries` its delivery alone), as does a
+        a retry copy, a CloudEvent (converted by `Handling.body_of`), a stale delivery or one behind
+        a parked key goes to `_admit`, which comes back here with its `Work` as `pending` (and
+        `deliveries` its delivery alone), as does a
         parked event, or one waiting behind it, when its lane's timer fires. Successes are
         handed over in order as a `Done`; any other outcome goes to `_place`, after the
         successes before it. Returns False when the last delivery was parked for an in-place
@@ -155,6 +156,7 @@ class Worker:
         clock = time.perf_counter
         flushed = started = clock()
         attempt_header, original_header, settle_after = H.ATTEMPT, H.ORIGINAL_TOPIC, SETTLE_AFTER
+        cloudevent_ids = H.CLOUDEVENTS_ID_HEADERS
         finished = True
         ends = self.ends if pending is None else math.inf
         # Branches put the common case (a first attempt, the in-memory store, a one-argument
@@ -168,7 +170,8 @@ class Worker:
                 headers = delivery.headers
                 steps = steps_of(delivery.topic)
                 if (steps is None
-                        or (headers and (attempt_header in headers or original_header in headers))
+                        or (headers and (attempt_header in headers or original_header in headers
+                                         or not cloudevent_ids.isdisjoint(headers)))
                         or (not current
                             and generations.get(delivery.stream) != handoff.generations.get(delivery.stream))
                         or (blocked and (delivery.stream, delivery.key) in blocked)):
@@ -177,7 +180,7 @@ class Worker:
                     continue
                 route, decode, fast = steps
             try:
-                envelope = decode(delivery.body)
+                envelope = decode(delivery.body if pending is None else handling.body_of(delivery))
             except (ValidationError, ValueError) as error:
                 work = pending or handling.work(delivery, route, generations)
                 finished = self._divert(done, samples, handling.poison(work, error))

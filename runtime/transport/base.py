@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
+from topo.core import headers as H
 from topo.core.model import ConsumerGroup, EventTopic, Topology
 
 # The loop thread calls ConsumerTransport.poll() at least this often (seconds).
@@ -175,6 +176,11 @@ def replay_topic(group: ConsumerGroup) -> str:
 
 
 class PublisherTransport(ABC):
+    # CloudEvents binary content mode on this broker (topo.runtime.cloudevents): the attribute
+    # header prefix, and the header holding the data's content type (None: a property of its own).
+    cloudevents_prefix: ClassVar[str] = H.CLOUDEVENTS_KAFKA_PREFIX
+    cloudevents_content_type: ClassVar[str | None] = H.CONTENT_TYPE
+
     """Sends envelope bytes to event topics. One per process is plenty.
 
     Publishing is asynchronous: `publish` returns once the message is queued in the client;

@@ -52,7 +52,8 @@ def rabbit_ready(bus: Bus, queues: tuple[str, ...]) -> int:
 
 
 def test_replay_reaches_only_the_named_group(make_bus: Callable[..., Bus]) -> None:
-    bus = make_bus(retry_initial="100ms")
+    # Published as CloudEvents: retries, dead letters, `dlq list`, --event-id and the replay keep that form.
+    bus = make_bus(retry_initial="100ms", envelope="cloudevents")
     runtime = bus.runtime()
     module = runtime.classes.module
     first = runtime.publisher().publish(module.TokenMoved(chain_id=1, token="t1", seq=1))

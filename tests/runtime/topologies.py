@@ -19,8 +19,9 @@ from topo.runtime.app import Runtime
 HANDLERS_DIR = Path(__file__).resolve().parent
 
 
-def document(name: str, retry_initial: str = "1s", partitions: int = 3) -> dict[str, Any]:
-    """Two chains, an ordered event keyed by sender, an unordered one, and three groups."""
+def document(name: str, retry_initial: str = "1s", partitions: int = 3, envelope: str = "topo") -> dict[str, Any]:
+    """Two chains, an ordered event keyed by sender, an unordered one (written with `envelope`), and
+    three groups."""
     return {
         "version": 1,
         "name": name,
@@ -33,7 +34,7 @@ def document(name: str, retry_initial: str = "1s", partitions: int = 3) -> dict[
             "tx.seen": {"producers": ["indexer"], "key": "sender", "ordered": True,
                         "payload": {"sender": "string", "seq": {"type": "integer", "minimum": 0},
                                     "note": {"type": "string", "required": False}}},
-            "token.moved": {"producers": ["indexer"], "key": "token", "ordered": False,
+            "token.moved": {"producers": ["indexer"], "key": "token", "ordered": False, "envelope": envelope,
                             "payload": {"token": "string", "seq": {"type": "integer", "minimum": 0},
                                         "note": {"type": "string", "required": False}}},
         },

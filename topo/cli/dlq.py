@@ -20,6 +20,7 @@ from topo.cli.source import load, pick_group
 from topo.core import headers as H
 from topo.core.durations import parse_duration
 from topo.core.model import ConsumerGroup
+from topo.runtime.cloudevents import CloudEventsReader, is_cloudevent
 from topo.runtime.transport.base import Delivery, ReplayRecord, Unsupported, replay_topic
 
 
@@ -58,7 +59,8 @@ def dlq_list(group_name: str, limit: int, timeout: float, show_all: bool, topolo
     finally:
         reader.close()
         runtime.close()
-    entries = [listed_json(letter, record) for letter in letters]
+    cloudevents = CloudEventsReader(topology)
+    entries = [listed_json(letter, record, cloudevents) for letter in letters]
     if as_json:
         click.echo(json.dumps({"group": group_name, "count": len(entries), "replayed_count": record.count,
                                "all": show_all, "dead_letters": entries}, indent=2, sort_keys=True))
@@ -69,9 +71,11 @@ def dlq_list(group_name: str, limit: int, timeout: float, show_all: bool, topolo
         click.echo(empty_summary(group_name, record, show_all), err=True)
 
 
-def listed_json(letter: Delivery, record: ReplayRecord) -> dict[str, Any]:
+def listed_json(letter: Delivery, record: ReplayRecord, cloudevents: CloudEventsReader | None = None
+                ) -> dict[str, Any]:
     replayed_at = record.replayed_at(letter)
-    return {**delivery_json(letter), "replayed": replayed_at is not None, "replayed_at": replayed_at or None}
+    return {**delivery_json(letter, cloudevents), "replayed": replayed_at is not None,
+            "replayed_at": replayed_at or None}
 
 
 def empty_summary(group_name: str, record: ReplayRecord, show_all: bool) -> str:
@@ -80,8 +84,11 @@ def empty_summary(group_name: str, record: ReplayRecord, show_all: bool) -> str:
     return f"no dead letters for group {group_name}"
 
 
-def letter_event_id(letter: Delivery) -> str | None:
-    """The event id a dead letter carries (its envelope's `event_id`), or None if unreadable."""
+def letter_event_id(letter: Delivery, cloudevents: CloudEventsReader) -> str | None:
+    """The event id a dead letter carries (its envelope's `event_id`, also for a CloudEvent), or None if
+    unreadable."""
+    if letter.headers and is_cloudevent(letter.headers):
+        return cloudevents.event_id(letter)
     try:
         event_id = json.loads(letter.body).get("event_id")
     except (ValueError, AttributeError):
@@ -112,8 +119,9 @@ def since_time(value: str | None) -> datetime | None:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def selected(letter: Delivery, event_ids: frozenset[str], since: datetime | None) -> bool:
-    if event_ids and letter_event_id(letter) not in event_ids:
+def selected(letter: Delivery, event_ids: frozenset[str], since: datetime | None,
+             cloudevents: CloudEventsReader) -> bool:
+    if event_ids and letter_event_id(letter, cloudevents) not in event_ids:
         return False
     if since is not None:
         moment = dead_lettered_at(letter)
@@ -133,8 +141,9 @@ def replay_headers(letter: Delivery, stamp: str, *, per_group: bool) -> dict[str
     return kept
 
 
-def replayed_json(letter: Delivery, original: str, destination: str) -> dict[str, Any]:
-    return {"event_id": letter_event_id(letter), "from": letter.source, "partition": letter.partition,
+def replayed_json(letter: Delivery, original: str, destination: str, cloudevents: CloudEventsReader
+                  ) -> dict[str, Any]:
+    return {"event_id": letter_event_id(letter, cloudevents), "from": letter.source, "partition": letter.partition,
             "offset": letter.offset, "topic": original, "to": destination, "key": letter.key}
 
 
@@ -170,7 +179,8 @@ def dlq_replay(group_name: str, event_ids: tuple[str, ...], since: str | None, d
     reader = runtime.transport.open_dead_letters(group)
     producer = runtime.transport.open_publisher("dlq-replay")
     try:
-        letters = [letter for letter in reader.take(limit, timeout) if selected(letter, wanted, after)]
+        cloudevents = CloudEventsReader(topology)
+        letters = [letter for letter in reader.take(limit, timeout) if selected(letter, wanted, after, cloudevents)]
         errors: list[str] = []
         replayed: list[dict[str, Any]] = []
         stamp = H.now_text()
@@ -180,7 +190,7 @@ def dlq_replay(group_name: str, event_ids: tuple[str, ...], since: str | None, d
                 errors.append(f"{letter.source}[{letter.partition}]@{letter.offset}: no {H.ORIGINAL_TOPIC} header")
                 continue
             destination = original if all_groups else replay_destination(runtime.transport.kind, group)
-            replayed.append(replayed_json(letter, original, destination))
+            replayed.append(replayed_json(letter, original, destination, cloudevents))
             if dry_run:
                 continue
             headers = replay_headers(letter, stamp, per_group=not all_groups)

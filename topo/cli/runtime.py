@@ -31,6 +31,7 @@ from topo.cli.source import check_source, generated_folder, load, pick_event, pi
 from topo.core.client_logs import route_client_logs
 from topo.core.model import ConsumerGroup, EventTopic, Topology
 from topo.runtime.app import Runtime
+from topo.runtime.cloudevents import CloudEventsReader, is_cloudevent
 from topo.runtime.imports import ImportFailure, import_user_module
 from topo.runtime.process import tune_garbage_collector
 from topo.runtime.publisher import PublishError, validated_payload
@@ -240,21 +241,24 @@ def publish(event: str, chain_id: int | None, payload_text: str, producer: str, 
     }, indent=2, sort_keys=True))
 
 
-def render(delivery: Delivery, raw: bool) -> str:
-    return json.dumps(envelope(delivery) if raw else delivery_json(delivery), sort_keys=True)
+def render(delivery: Delivery, raw: bool, cloudevents: CloudEventsReader | None = None) -> str:
+    return json.dumps(envelope(delivery, cloudevents) if raw else delivery_json(delivery, cloudevents), sort_keys=True)
 
 
-def envelope(delivery: Delivery) -> Any:
+def envelope(delivery: Delivery, cloudevents: CloudEventsReader | None = None) -> Any:
+    """The event's envelope; a CloudEvent (binary content mode) as the envelope topo reads it as."""
     try:
+        if cloudevents is not None and delivery.headers and is_cloudevent(delivery.headers):
+            return json.loads(cloudevents.envelope(delivery))
         return json.loads(delivery.body)
     except ValueError:
         return {"undecodable": delivery.body.decode("utf-8", "replace")}
 
 
-def delivery_json(delivery: Delivery) -> dict[str, Any]:
+def delivery_json(delivery: Delivery, cloudevents: CloudEventsReader | None = None) -> dict[str, Any]:
     """One delivery as `topo tail` and `topo dlq list` print it: where it was, its key, headers and envelope."""
     entry: dict[str, Any] = {"topic": delivery.topic, "partition": delivery.partition, "offset": delivery.offset,
-                             "key": delivery.key, "event": envelope(delivery)}
+                             "key": delivery.key, "event": envelope(delivery, cloudevents)}
     if delivery.headers:
         entry["headers"] = dict(sorted(delivery.headers.items()))
     return entry
@@ -285,13 +289,14 @@ def tail(events: tuple[str, ...], chains: tuple[int, ...], from_beginning: bool,
         raise broker_error(error, topology_path) from None
     stop = threading.Event()
     register_signals(stop.set)
+    cloudevents = CloudEventsReader(topology)
     shown = 0
     ends = None if timeout is None else time.monotonic() + timeout
     try:
         click.echo(f"tailing {len(topics)} topic(s)", err=True)  # ready: events published from now on are shown
         while not stop.is_set() and (limit is None or shown < limit) and (ends is None or time.monotonic() < ends):
             for delivery in reader.poll(100 if limit is None else min(100, limit - shown), 0.2):
-                click.echo(render(delivery, raw))
+                click.echo(render(delivery, raw, cloudevents))
                 shown += 1
     finally:
         reader.close()

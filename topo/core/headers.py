@@ -45,6 +45,18 @@ REPLAYED_FROM = "x-topo-replayed-from"  # dead-letter topic or queue it was take
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 
+# CloudEvents 1.0 binary content mode (`envelope: cloudevents`): each attribute is a header named
+# prefix + attribute. Kafka binding: `ce_`, data content type in `content-type`. RabbitMQ: `ce-` (the
+# binding the `cloudevents` SDK implements for AMQP 0-9-1), content type in the AMQP `content_type`
+# property. Readers also accept the AMQP 1.0 binding's `cloudEvents_` and `cloudEvents:`.
+CLOUDEVENTS_KAFKA_PREFIX = "ce_"
+CLOUDEVENTS_RABBITMQ_PREFIX = "ce-"
+CLOUDEVENTS_PREFIXES = (CLOUDEVENTS_KAFKA_PREFIX, CLOUDEVENTS_RABBITMQ_PREFIX, "cloudEvents_", "cloudEvents:")
+CLOUDEVENTS_ID_HEADERS = frozenset(prefix + "id" for prefix in CLOUDEVENTS_PREFIXES)
+CLOUDEVENTS_SPECVERSION = "1.0"
+CLOUDEVENTS_CHAIN_ID = "chainid"  # extension attribute: names must match ^[a-z0-9]+$
+CONTENT_TYPE = "content-type"
+
 MAX_ERROR_MESSAGE = 1000
 
 # Headers that describe one failure history; dropped when an event is replayed as new.

@@ -59,6 +59,13 @@ class Compatibility(StrEnum):
     NONE = "none"  # not checked
 
 
+class EnvelopeFormat(StrEnum):
+    """How publishers write an event (`envelope:` in topology.yaml); consumers read both."""
+
+    TOPO = "topo"  # the standard JSON envelope (event_type, event_id, timestamp, chain_id, payload, metadata)
+    CLOUDEVENTS = "cloudevents"  # CloudEvents 1.0 binary content mode: attributes in headers, the payload as data
+
+
 class BrokerKind(StrEnum):
     KAFKA = "kafka"
     RABBITMQ = "rabbitmq"
@@ -135,6 +142,7 @@ class EventType(Frozen):
     # Defaults keep a topology.json written before these fields existed readable.
     reader: Reader = Reader.TOLERANT
     compatibility: Compatibility = Compatibility.BACKWARD
+    envelope: EnvelopeFormat = EnvelopeFormat.TOPO
 
 
 class Subscription(Frozen):

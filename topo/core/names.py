@@ -17,12 +17,12 @@ from topo.core.model import EventType, KafkaSettings, KafkaTopicSettings, RetryD
 
 __all__ = [
     "CHAIN_ID", "CRASH_LOOP_ALLOWANCE", "DEFAULT_ALERTS", "DEFAULT_COMPATIBILITY", "DEFAULT_DEDUP_CAPACITY",
-    "DEFAULT_DEDUP_STORE", "DEFAULT_DEDUP_TABLE", "DEFAULT_EVENT_VERSION", "DEFAULT_KAFKA", "DEFAULT_MAX_IN_FLIGHT",
-    "DEFAULT_PARTITIONS", "DEFAULT_RABBITMQ", "DEFAULT_READER", "DEFAULT_RETRY", "DEFAULT_TOPIC_NAMING",
-    "DLQ_MIN_RETENTION_MS", "KEY_HEADER", "MIN_INSYNC_REPLICAS", "NAMING_PLACEHOLDERS", "SAFE_MIN_INSYNC_REPLICAS",
-    "class_name", "default_exchange", "default_min_insync_replicas", "dlq_name",
-    "envelope_class_name", "events_module", "format_name", "group_prefix", "hash_exchange_type",
-    "plumbing_topic_settings", "retry_destinations", "retry_name", "work_queue_names",
+    "DEFAULT_DEDUP_STORE", "DEFAULT_DEDUP_TABLE", "DEFAULT_ENVELOPE", "DEFAULT_EVENT_VERSION", "DEFAULT_KAFKA",
+    "DEFAULT_MAX_IN_FLIGHT", "DEFAULT_PARTITIONS", "DEFAULT_RABBITMQ", "DEFAULT_READER", "DEFAULT_RETRY",
+    "DEFAULT_TOPIC_NAMING", "DLQ_MIN_RETENTION_MS", "KEY_HEADER", "MIN_INSYNC_REPLICAS", "NAMING_PLACEHOLDERS",
+    "SAFE_MIN_INSYNC_REPLICAS", "class_name", "cloudevents_producer", "cloudevents_source", "default_exchange",
+    "default_min_insync_replicas", "dlq_name", "envelope_class_name", "events_module", "format_name", "group_prefix",
+    "hash_exchange_type", "plumbing_topic_settings", "retry_destinations", "retry_name", "work_queue_names",
 ]
 
 CHAIN_ID = "chain_id"
@@ -62,6 +62,7 @@ MIN_INSYNC_REPLICAS = "min.insync.replicas"  # the Kafka topic config `min_insyn
 SAFE_MIN_INSYNC_REPLICAS = 2
 DEFAULT_READER = "tolerant"  # consumers accept payload fields they do not know
 DEFAULT_COMPATIBILITY = "backward"  # as Schema Registry's default
+DEFAULT_ENVELOPE = "topo"  # the standard JSON envelope; `cloudevents` opts in to CloudEvents binary mode
 # Dead letters wait for a person to look at them: keep them at least this long (milliseconds).
 DLQ_MIN_RETENTION_MS = 30 * 24 * 3600 * 1000
 # Redeliveries beyond the retry budget only come from crashes mid-handler; the quorum queue's
@@ -87,6 +88,17 @@ def events_module(topology: str) -> str:
 def format_name(template: str, **values: str | int) -> str:
     """A topic or routing key from a naming template (`{event_type}.{chain_id}`)."""
     return template.format(**{key: str(value) for key, value in values.items()})
+
+
+def cloudevents_source(topology: str, producer: str) -> str:
+    """The CloudEvents `source` of events a topology's producer publishes: `/topo/explorer/indexer`."""
+    return f"/topo/{topology}/{producer}"
+
+
+def cloudevents_producer(topology: str, source: str) -> str | None:
+    """The producer named by a `source` of `cloudevents_source(topology, ...)`; None for any other source."""
+    head = f"/topo/{topology}/"
+    return source[len(head):] if source.startswith(head) and len(source) > len(head) else None
 
 
 def default_exchange(topology: str) -> str:

@@ -17,11 +17,12 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import pika
 import pika.spec
 
+from topo.core import headers as hdr
 from topo.core.model import ConsumerGroup, EventTopic
 from topo.runtime.transport.base import (
     BrokerUnreachable,
@@ -57,6 +58,10 @@ class _Outgoing:
 
 class RabbitMQPublisher(PublisherTransport):
     """Asynchronous confirmed publishing on an I/O thread (see the module docstring)."""
+
+    # The RabbitMQ binding of CloudEvents: `ce-` headers, the content type in the AMQP property.
+    cloudevents_prefix: ClassVar[str] = hdr.CLOUDEVENTS_RABBITMQ_PREFIX
+    cloudevents_content_type: ClassVar[str | None] = None
 
     def __init__(self, params: pika.URLParameters, exchange: str, key_header: str, *,
                  max_unconfirmed: int, publish_timeout: float) -> None:
