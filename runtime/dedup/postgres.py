@@ -47,17 +47,21 @@ class PostgresStore(ProcessedStore):
                                    name=f"topo-dedup-{table}")
         self.pool.open(wait=False)  # connects in the background: a server that is down is retried
         t = self.table
-        self.mark_sql = sql.SQL("INSERT INTO {t} (event_id) SELECT id FROM unnest(%s::text[]) AS id ORDER BY id "
-                                "ON CONFLICT DO NOTHING RETURNING event_id").format(t=t)
-        self.unmark_sql = sql.SQL("DELETE FROM {t} WHERE event_id = ANY(%s::text[])").format(t=t)
-        self.lookup_sql = sql.SQL("SELECT 1 FROM {t} WHERE event_id = %s").format(t=t)
-        self.prune_sql = sql.SQL("DELETE FROM {t} WHERE seq <= (SELECT max(seq) FROM {t}) - %s").format(t=t)
+        # Event ids are UUIDs (the envelope's type): 16-byte keys keep the primary key's index small.
+        self.mark_sql = sql.SQL("INSERT INTO {t} (event_id) SELECT id FROM unnest(%s::uuid[]) AS id ORDER BY id "
+                                "ON CONFLICT DO NOTHING RETURNING event_id::text, seq").format(t=t)
+        self.unmark_sql = sql.SQL("DELETE FROM {t} WHERE event_id = ANY(%s::uuid[])").format(t=t)
+        self.lookup_sql = sql.SQL("SELECT 1 FROM {t} WHERE event_id = %s::uuid").format(t=t)
+        self.prune_sql = sql.SQL("DELETE FROM {t} WHERE seq <= %s").format(t=t)
         self.schema_sql = [
-            sql.SQL("CREATE TABLE IF NOT EXISTS {t} (event_id text PRIMARY KEY, "
+            sql.SQL("CREATE TABLE IF NOT EXISTS {t} (event_id uuid PRIMARY KEY, "
                     "seq bigint GENERATED ALWAYS AS IDENTITY, "
                     "processed_at timestamptz NOT NULL DEFAULT now())").format(t=t),
-            sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (seq)").format(i=sql.Identifier(f"{table}_seq"), t=t),
+            # seq only grows: a BRIN index (a few pages, nearly free to maintain) serves the prune's range.
+            sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} USING brin (seq)").format(
+                i=sql.Identifier(f"{table}_seq"), t=t),
         ]
+        self._newest = 0  # the highest seq this process marked (the prune keeps `retention` below it)
 
     @staticmethod
     def _where(dsn: str) -> str:
@@ -112,15 +116,17 @@ class PostgresStore(ProcessedStore):
         finally:
             self._release(connection, broken=True)  # ends the read's transaction
 
-    def after_commit(self, connection: psycopg.Connection[Any], marked: int) -> None:
+    def after_commit(self, connection: psycopg.Connection[Any], marked: int, newest: int) -> None:
         """Prune the oldest ids every `prune_every` marks (its own short transaction)."""
         with self._lock:
             self._marked += marked
+            self._newest = max(self._newest, newest)
             due = self._marked >= self._next_prune
             if due:
                 self._next_prune = self._marked + self.prune_every
-        if due:
-            connection.execute(self.prune_sql, (self.retention,))
+            below = self._newest - self.retention
+        if due and below > 0:
+            connection.execute(self.prune_sql, (below,))
             connection.commit()
 
     def close(self) -> None:
@@ -132,6 +138,7 @@ class PostgresBatch(StoreBatch):
         self.store = store
         self.transaction = connection
         self.marked = 0
+        self.newest = 0
         self.saved = False
         self.open = True
 
@@ -145,6 +152,8 @@ class PostgresBatch(StoreBatch):
         except psycopg.Error as error:
             raise self._fail(error) from None
         self.marked += len(rows)
+        if rows:
+            self.newest = max(self.newest, max(row[1] for row in rows))
         return {row[0] for row in rows}
 
     def unmark(self, event_ids: Collection[Hashable]) -> None:
@@ -175,7 +184,7 @@ class PostgresBatch(StoreBatch):
         connection = self.transaction
         try:
             connection.commit()
-            self.store.after_commit(connection, self.marked)
+            self.store.after_commit(connection, self.marked, self.newest)
         except psycopg.Error as error:
             raise self._fail(error) from None
         self.open = False
