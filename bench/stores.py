@@ -125,10 +125,13 @@ def bench_stores(events: int, rounds: int, concurrency: int) -> list[Row]:
                 sides[0].publish(events)
             raw_rates: list[float] = []
             ours: dict[str, list[float]] = {group: [] for group, *_ in CONFIGS}
+            # A runtime round may settle a few hundred events past its count (the rest of the batch
+            # in hand), so each round takes 90% of a round's events: the log never runs dry.
+            per_round = events * 9 // 10
             for _ in range(rounds):  # back to back per round: noise from other work hits every side alike
-                raw_rates.append(raw.consume(events))
+                raw_rates.append(raw.consume(per_round))
                 for side in sides:
-                    ours[side.group].append(side.consume(events))
+                    ours[side.group].append(side.consume(per_round))
             best_raw = max(raw_rates)
             rows.append(("raw consumer loop (events/s)", f"{best_raw:,.0f}", "", "1.00x", ""))
             for group, label, _, _, target in CONFIGS:
