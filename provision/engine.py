@@ -29,7 +29,7 @@ class Provisioner:
     @property
     def kafka(self) -> KafkaBroker:
         if self._kafka is None:
-            self._kafka = KafkaBroker(kafka_config(self.topology.kafka, self.env))
+            self._kafka = KafkaBroker(kafka_config(self.topology.kafka, self.env), self.topology.kafka)
         return self._kafka
 
     @property

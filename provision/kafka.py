@@ -30,6 +30,8 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 
 from topo.core.client_logs import KafkaClientLog
 from topo.core.desired import TopicSpec
+from topo.core.kafka_trouble import KafkaTrouble, metadata_within
+from topo.core.model import KafkaSettings
 from topo.provision.plan import Action, Broker, Change
 
 DESCRIBE_BATCH = 100  # smaller requests pipeline better than one huge one
@@ -76,26 +78,25 @@ def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
 
 
 class KafkaBroker:
-    def __init__(self, config: Mapping[str, str]) -> None:
+    def __init__(self, config: Mapping[str, str], settings: KafkaSettings) -> None:
         self.bootstrap = config["bootstrap.servers"]
+        self.settings = settings  # for the names of the variables an error tells to fix
         # librdkafka's own connection log would repeat on stderr what our errors already say;
         # its latest connection failure is kept for them.
         self.client_log = KafkaClientLog(QUIET)
-        settings: dict[str, Any] = {**config, "logger": self.client_log}
-        self.admin = AdminClient(settings)
+        client: dict[str, Any] = {**config, "logger": self.client_log}
+        self.admin = AdminClient(client)
 
     # ------------------------------------------------------------------ read
 
     def partitions(self, timeout: float = METADATA_TIMEOUT) -> dict[str, tuple[int, int]]:
         """name -> (partitions, replication factor) of every topic, from one metadata request."""
         try:
-            metadata = self.admin.list_topics(timeout=timeout)
-        except KafkaException as exc:
-            self.admin.poll(0)  # serve the client's logs: the latest connection failure says why
-            reason = self.client_log.last_failure or exc.args[0].str()
-            raise KafkaProvisionError(f"kafka: cannot reach the broker at {self.bootstrap} (KAFKA_BOOTSTRAP_SERVERS, "
-                                      f"broker.kafka.bootstrap_servers): {reason}; start the broker or point "
-                                      "KAFKA_BOOTSTRAP_SERVERS at it") from None
+            metadata = metadata_within(lambda seconds: self.admin.list_topics(timeout=seconds),
+                                       lambda: self.admin.poll(0), self.client_log, self.settings, self.bootstrap,
+                                       timeout)
+        except KafkaTrouble as trouble:
+            raise KafkaProvisionError(str(trouble)) from None
         found: dict[str, tuple[int, int]] = {}
         for name, topic in metadata.topics.items():
             if topic.error is not None and topic.error.code() != KafkaError.LEADER_NOT_AVAILABLE:

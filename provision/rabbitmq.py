@@ -84,6 +84,10 @@ class RabbitBroker:
             response = self.session.request(method, url, timeout=(CONNECT_TIMEOUT, TIMEOUT), verify=self.target.verify,
                                             **kwargs)
         except requests.RequestException as exc:
+            if "certificate verify failed" in str(exc):
+                raise RabbitProvisionError(f"rabbitmq: {what}: the management API at {self.target.url} presented a "
+                                           "certificate this client does not trust (certificate verify failed); set "
+                                           "RABBITMQ_MANAGEMENT_CACERT to the CA file that signed it") from None
             cause = "Connection refused" if "Connection refused" in str(exc) else type(exc).__name__
             raise RabbitProvisionError(f"rabbitmq: {what}: cannot reach the management API at {self.target.url} "
                                        f"(RABBITMQ_MANAGEMENT_URL, broker.rabbitmq.management_url): {cause}; start "

@@ -136,7 +136,8 @@ def _size_mb(size: str) -> float:
     return float(size[:-1]) * factors[unit] if unit in factors else float(size) / (1024 * 1024)
 
 
-def format_kafka_storage(paths: KafkaPaths) -> None:
+def format_kafka_storage(paths: KafkaPaths, *extra: str) -> None:
+    """Format KRaft storage once; ``extra`` are more StorageTool arguments (e.g. ``--add-scram``)."""
     if (paths.data / "meta.properties").exists():
         return
     paths.data.mkdir(parents=True, exist_ok=True)
@@ -145,7 +146,7 @@ def format_kafka_storage(paths: KafkaPaths) -> None:
     cluster = paths.cluster_id.read_text().strip()
     log(f"formatting KRaft storage {paths.data} (cluster id {cluster})")
     argv = kafka_java_argv(
-        paths, "kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(paths.config), heap="256m"
+        paths, "kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(paths.config), *extra, heap="256m"
     )
     run(argv, timeout=300)
 

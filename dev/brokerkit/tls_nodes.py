@@ -1,4 +1,5 @@
-"""Brokers with TLS listeners for tests: a Kafka node with an SSL listener, a RabbitMQ node with amqps.
+"""Brokers with TLS listeners for tests: a Kafka node with SSL and SASL_SSL (SCRAM-SHA-512)
+listeners, a RabbitMQ node with amqps and password users.
 
 Each node is separate from the dev brokers (own ports, folder, RabbitMQ node name), lives in a
 folder the test gives, serves a certificate from :mod:`dev.brokerkit.tls`, and stops with
@@ -10,12 +11,14 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import secrets
 import shutil
 import socket
 import ssl
 import string
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable
@@ -71,44 +74,61 @@ def _await(ready: Callable[[], bool], pgid: int, what: str, log_file: Path, time
         time.sleep(0.25)
 
 
+# The SCRAM user a TLS Kafka node is formatted with (its password is random per node).
+KAFKA_SASL_USER = "topo-client"
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+
+
 @dataclasses.dataclass
 class TlsKafka:
-    """A running single-node Kafka with an SSL listener (clients) and a PLAINTEXT one (itself)."""
+    """A running single-node Kafka with SSL and SASL_SSL listeners (clients) and a PLAINTEXT one (itself)."""
 
     pid: int
     ssl_port: int
+    sasl_port: int
     plaintext_port: int
     home: Path
     started_in: float  # seconds from launch to a verified TLS handshake
+    sasl_user: str = KAFKA_SASL_USER
+    sasl_password: str = dataclasses.field(default="", repr=False)
 
     @property
     def bootstrap(self) -> str:
         return f"{HOST}:{self.ssl_port}"
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        """The SASL_SSL listener: TLS, then SCRAM-SHA-512 with `sasl_user` / `sasl_password`."""
+        return f"{HOST}:{self.sasl_port}"
 
     def stop(self) -> None:
         stop_group(self.pid, "TLS Kafka", timeout=30)
 
 
 def start_tls_kafka(home: Path, certificates: Certificates, timeout: float = KAFKA_START_TIMEOUT) -> TlsKafka:
-    """Format and start a KRaft node in ``home``; return once its SSL listener serves ``certificates``."""
+    """Format and start a KRaft node in ``home`` with a SCRAM-SHA-512 user of a random password;
+    return once its SSL and SASL_SSL listeners serve ``certificates``."""
     started = time.monotonic()
     paths = dataclasses.replace(KafkaPaths.under(home), lib=KafkaPaths.current().lib)
     ensure_kafka_jars(paths)
     for folder in (paths.home, paths.logs):
         folder.mkdir(parents=True, exist_ok=True)
-    port, controller_port, ssl_port = free_port(), free_port(), free_port()
+    port, controller_port, ssl_port, sasl_port = free_port(), free_port(), free_port(), free_port()
     overlay = string.Template((DEV_DIR / "kafka" / "tls.properties.template").read_text()).substitute(
-        port=port, controller_port=controller_port, ssl_port=ssl_port, keystore=certificates.keystore
+        port=port, controller_port=controller_port, ssl_port=ssl_port, sasl_port=sasl_port,
+        keystore=certificates.keystore,
     )
     render_kafka_config(paths, port, controller_port, overlay)
-    format_kafka_storage(paths)
+    password = secrets.token_urlsafe(16)
+    # SCRAM credentials live in the cluster metadata: written at format time, before the first start.
+    format_kafka_storage(paths, "--add-scram", f"{SCRAM_MECHANISM}=[name={KAFKA_SASL_USER},password={password}]")
     argv = kafka_java_argv(paths, "kafka.Kafka", str(paths.config))
     pid = spawn_detached(argv, paths.logs / "kafka.out", cwd=paths.home)
     log(f"TLS Kafka: started pid {pid}, SSL on {HOST}:{ssl_port}")
-    _await(lambda: kafka_ready(f"{HOST}:{port}") is not None and tls_handshake(ssl_port, certificates.ca),
-           pid, "TLS Kafka", paths.logs / "server.log", timeout)
-    return TlsKafka(pid=pid, ssl_port=ssl_port, plaintext_port=port, home=home,
-                    started_in=time.monotonic() - started)
+    _await(lambda: kafka_ready(f"{HOST}:{port}") is not None and tls_handshake(ssl_port, certificates.ca)
+           and tls_handshake(sasl_port, certificates.ca), pid, "TLS Kafka", paths.logs / "server.log", timeout)
+    return TlsKafka(pid=pid, ssl_port=ssl_port, sasl_port=sasl_port, plaintext_port=port, home=home,
+                    started_in=time.monotonic() - started, sasl_password=password)
 
 
 @dataclasses.dataclass
@@ -131,17 +151,38 @@ class TlsRabbitMQ:
     def management_url(self) -> str:
         return f"https://{HOST}:{self.management_port}"
 
+    def url_of(self, user: str, password: str) -> str:
+        """The amqps URL of this node's default vhost for ``user`` (quoted)."""
+        quoted = f"{urllib.parse.quote(user, safe='')}:{urllib.parse.quote(password, safe='')}"
+        return f"amqps://{quoted}@{HOST}:{self.amqps_port}/%2F"
+
+    def _request(self, method: str, path: str, body: object = None) -> urllib.request.Request:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"{self.management_url}{path}", data=data, method=method)
+        request.add_header("Authorization", "Basic " + base64.b64encode(b"guest:guest").decode())
+        request.add_header("Content-Type", "application/json")
+        return request
+
     def overview(self) -> dict[str, object] | None:
         """GET /api/overview over https, verifying the server with the CA; None when it does not answer."""
-        request = urllib.request.Request(f"{self.management_url}/api/overview")
-        request.add_header("Authorization", "Basic " + base64.b64encode(b"guest:guest").decode())
         context = ssl.create_default_context(cafile=str(self.ca))
         try:
-            with urllib.request.urlopen(request, timeout=3, context=context) as response:
+            with urllib.request.urlopen(self._request("GET", "/api/overview"), timeout=3, context=context) as response:
                 body = json.loads(response.read())
         except (OSError, ValueError, urllib.error.URLError):
             return None
         return body if isinstance(body, dict) else None
+
+    def add_user(self, user: str, password: str) -> None:
+        """A password user with every permission on the default vhost, management tag included
+        (topo's lag and apply read and write through the management API)."""
+        context = ssl.create_default_context(cafile=str(self.ca))
+        quoted = urllib.parse.quote(user, safe="")
+        for method, path, body in (
+                ("PUT", f"/api/users/{quoted}", {"password": password, "tags": "administrator"}),
+                ("PUT", f"/api/permissions/%2F/{quoted}", {"configure": ".*", "write": ".*", "read": ".*"})):
+            with urllib.request.urlopen(self._request(method, path, body), timeout=10, context=context):
+                pass
 
     def stop(self) -> None:
         stop_group(self.pid, f"TLS RabbitMQ {self.node}", timeout=60)

@@ -38,6 +38,7 @@ from typing import Any
 import requests
 
 from topo.core.connect import kafka_config, rabbit_target
+from topo.core.kafka_trouble import KafkaTrouble, metadata_within
 from topo.core.model import BrokerKind, ConsumerGroup, Topology
 
 KIND_EVENTS = "events"  # an event topic / a work queue
@@ -48,7 +49,12 @@ HEAD_READ_TIMEOUT = 5.0  # seconds the Kafka head reads may take per poll in all
 
 
 class LagError(RuntimeError):
-    """The broker could not be read; the message names the broker and the fix."""
+    """The broker could not be read; the message names the broker and the fix. `refused`: the
+    broker refused our credentials or TLS trust, which polling again does not cure."""
+
+    def __init__(self, message: str, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 @dataclass(frozen=True)
@@ -180,16 +186,15 @@ class KafkaLagReader:
         from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]
 
         from topo.runtime.transport.kafka.config import KAFKA_CLIENT_LOG
-        from topo.runtime.transport.kafka.probe import PROBE_TIMEOUT, kafka_unreachable
+        from topo.runtime.transport.kafka.probe import PROBE_TIMEOUT
 
         groups = tuple(groups)
         try:  # a bounded wait for an unreachable broker: `topo lag` answers within 15 s
-            metadata = self.admin.list_topics(timeout=min(self.timeout, PROBE_TIMEOUT))
-        except Exception as exc:
-            self.admin.poll(0)  # serve the client's logs: the latest connection failure says why
-            reason = KAFKA_CLIENT_LOG.last_failure or str(exc)
-            raise LagError(str(kafka_unreachable(self.topology.kafka, str(self.config["bootstrap.servers"]),
-                                                 reason))) from None
+            metadata = metadata_within(lambda seconds: self.admin.list_topics(timeout=seconds),
+                                       lambda: self.admin.poll(0), KAFKA_CLIENT_LOG, self.topology.kafka,
+                                       str(self.config["bootstrap.servers"]), min(self.timeout, PROBE_TIMEOUT))
+        except KafkaTrouble as trouble:
+            raise LagError(str(trouble), refused=trouble.refused) from None
         partitions = {name: sorted(meta.partitions) for name, meta in metadata.topics.items() if meta.error is None}
         plans = {g.name: _kafka_plan(g, self.topology) for g in groups}
         wanted = {p.topic for plan in plans.values() for p in plan} | {g.kafka.dlq_topic for g in groups}
@@ -361,10 +366,18 @@ class RabbitLagReader:
                                         verify=self.endpoint.verify)
             response.raise_for_status()
         except requests.RequestException as exc:
-            raise LagError(f"rabbitmq: cannot read queues from the management API at {self.endpoint.url} "
-                           f"(RABBITMQ_MANAGEMENT_URL, broker.rabbitmq.management_url): {_reason(exc)}; start the node "
-                           "with the management plugin or point RABBITMQ_MANAGEMENT_URL at it, with a user allowed "
-                           "to read the vhost") from None
+            reason = _reason(exc)
+            where = f"rabbitmq: cannot read queues from the management API at {self.endpoint.url}"
+            if reason == "certificate verify failed":
+                raise LagError(f"{where}: its certificate is not trusted ({reason}); set RABBITMQ_MANAGEMENT_CACERT "
+                               "to the CA file that signed it", refused=True) from None
+            if reason in ("HTTP 401 Unauthorized", "HTTP 403 Forbidden"):
+                raise LagError(f"{where}: user {self.endpoint.user!r} was refused ({reason}); fix the credentials "
+                               "in RABBITMQ_MANAGEMENT_URL, RABBITMQ_MANAGEMENT_USER / RABBITMQ_MANAGEMENT_PASSWORD "
+                               "or RABBITMQ_URL, and the user's vhost permissions", refused=True) from None
+            raise LagError(f"{where} (RABBITMQ_MANAGEMENT_URL, broker.rabbitmq.management_url): {reason}; start the "
+                           "node with the management plugin or point RABBITMQ_MANAGEMENT_URL at it, with a user "
+                           "allowed to read the vhost") from None
         return {str(q["name"]): q for q in response.json()}
 
     def read(self, groups: Iterable[ConsumerGroup]) -> Snapshot:

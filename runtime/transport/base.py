@@ -52,6 +52,11 @@ class BrokerUnreachable(TransportError):
     a password) and the setting that holds it."""
 
 
+class BrokerRefused(TransportError):
+    """The broker answered but refused this client: wrong credentials or a certificate the client
+    does not trust. Retrying does not help; the message names the setting to fix."""
+
+
 class NotProvisioned(TransportError):
     """A topic, exchange or queue of the topology does not exist: the topology is not applied."""
 

@@ -146,6 +146,8 @@ class Monitor:
         try:
             snapshot = self.reader.read(self.groups)
         except LagError as exc:
+            if exc.refused:  # wrong credentials or an untrusted certificate: polling again does not help
+                raise CliError(str(exc)) from None
             log.error("%s", exc)
             self.collector.failed(time.time())
             return
@@ -191,6 +193,7 @@ def monitor(topology_path: Path, groups: tuple[str, ...], broker: str | None, po
             interval: float) -> None:
     """Long-running lag exporter: lag, slow and stalled consumers, dead letters, as Prometheus metrics."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    route_client_logs()  # client connection failures: topo's own error line says them
     topology, selected = _topology(topology_path, groups)
     runner = Monitor(topology, selected, BrokerKind(broker) if broker else None, interval)
     registry = CollectorRegistry()

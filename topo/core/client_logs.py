@@ -76,6 +76,7 @@ class KafkaClientLog:
         self.logger = logger or logging.getLogger(KAFKA_LOGGER)
         self._lock = threading.Lock()
         self._last_failure: str | None = None
+        self._failures = 0
 
     def log(self, level: int, msg: str, *args: Any, **_kwargs: Any) -> None:
         text = msg % args if args else msg
@@ -83,8 +84,15 @@ class KafkaClientLog:
         if facility in _CONNECTION_FACILITIES or "brokers are down" in text:
             with self._lock:
                 self._last_failure = _reason(text)
+                self._failures += 1
             level = min(level, logging.INFO)
         self.logger.log(level, "%s", text)
+
+    @property
+    def failures(self) -> int:
+        """How many connection failures were reported so far (to tell new ones from old)."""
+        with self._lock:
+            return self._failures
 
     @property
     def last_failure(self) -> str | None:

@@ -115,6 +115,12 @@ class AmqpEndpoint:
         return f"AmqpEndpoint(url={without_userinfo(self.url)!r}, tls={self.tls!r})"
 
 
+def amqp_urls(url: str) -> list[str]:
+    """The node URLs of an AMQP URL setting: one URL, or a cluster's nodes separated by commas
+    (`amqp://u:p@host1:5672/%2F,amqp://u:p@host2:5672/%2F`)."""
+    return [part.strip() for part in url.split(",") if part.strip()] or [url]
+
+
 def amqp_endpoint(settings: RabbitSettings, env: Mapping[str, str] | None = None) -> AmqpEndpoint:
     """The AMQP URL expanded from the environment; TLS material for `amqps://` URLs."""
     environment = os.environ if env is None else env
@@ -148,7 +154,7 @@ def rabbit_target(topology: Topology, env: Mapping[str, str] | None = None) -> R
     """
     environment = os.environ if env is None else env
     management = urllib.parse.urlsplit(expand(topology.rabbitmq.management_url, environment))
-    amqp = urllib.parse.urlsplit(expand(topology.rabbitmq.url, environment))
+    amqp = urllib.parse.urlsplit(amqp_urls(expand(topology.rabbitmq.url, environment))[0])  # a cluster's first node
 
     def unquote(value: str | None) -> str | None:
         return urllib.parse.unquote(value) if value is not None else None

@@ -5,34 +5,36 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import Producer
 
-from topo.core.connect import env_setting
+from topo.core.kafka_trouble import KafkaTrouble, kafka_trouble, metadata_within
 from topo.core.model import ConsumerGroup, KafkaSettings, Topology
-from topo.runtime.transport.base import BrokerUnreachable, NotProvisioned
+from topo.runtime.transport.base import BrokerRefused, BrokerUnreachable, NotProvisioned
 from topo.runtime.transport.kafka.config import KAFKA_CLIENT_LOG, client_config
 
 PROBE_TIMEOUT = 6.0  # seconds: a command reports an unreachable broker well within 15 s
 
 
-def kafka_unreachable(settings: KafkaSettings, servers: str, reason: str) -> BrokerUnreachable:
-    """`kafka: cannot reach the broker at ADDRESS (SETTING): REASON; FIX`."""
-    variable, _default = env_setting(settings.bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
-    return BrokerUnreachable(f"kafka: cannot reach the broker at {servers} ({variable}, "
-                             f"broker.kafka.bootstrap_servers): {reason}; start the broker or point {variable} at it")
+def kafka_unreachable(settings: KafkaSettings, servers: str, reason: str) -> BrokerUnreachable | BrokerRefused:
+    """`kafka: cannot reach the broker at ADDRESS (SETTING): REASON; FIX`, or BrokerRefused when
+    `reason` says it refused the credentials or the client did not trust its certificate."""
+    return as_transport_error(kafka_trouble(settings, servers, reason))
+
+
+def as_transport_error(trouble: KafkaTrouble) -> BrokerUnreachable | BrokerRefused:
+    return BrokerRefused(str(trouble)) if trouble.refused else BrokerUnreachable(str(trouble))
 
 
 def probe(topology: Topology, topics: Sequence[str], timeout: float = PROBE_TIMEOUT) -> None:
-    """Read the cluster's metadata within `timeout` seconds; raise BrokerUnreachable, or
-    NotProvisioned for the first of `topics` that does not exist."""
+    """Read the cluster's metadata within `timeout` seconds; raise BrokerUnreachable, BrokerRefused
+    (at once: credentials or TLS trust), or NotProvisioned for the first of `topics` that does not exist."""
     config = client_config(topology.kafka, "topo-probe")
     client = Producer(config)
     try:
-        metadata = client.list_topics(timeout=timeout)
-    except KafkaException as error:
-        client.poll(0)  # serve the client's logs: the latest connection failure says why
-        reason = KAFKA_CLIENT_LOG.last_failure or error.args[0].str()
-        raise kafka_unreachable(topology.kafka, str(config["bootstrap.servers"]), reason) from None
+        metadata = metadata_within(lambda seconds: client.list_topics(timeout=seconds), lambda: client.poll(0),
+                                   KAFKA_CLIENT_LOG, topology.kafka, str(config["bootstrap.servers"]), timeout)
+    except KafkaTrouble as trouble:
+        raise as_transport_error(trouble) from None
     for topic in topics:
         found = metadata.topics.get(topic)
         if found is None or found.error is not None:
