@@ -34,7 +34,14 @@ from topo.runtime.transport.base import (
     TransportError,
     Unsupported,
 )
-from topo.runtime.transport.rabbitmq.connection import AMQP_ERRORS, CLOSED_LOOP_ERRORS, connect, describe, where
+from topo.runtime.transport.rabbitmq.connection import (
+    AMQP_ERRORS,
+    CLOSED_LOOP_ERRORS,
+    Nodes,
+    connect,
+    describe,
+    where,
+)
 from topo.runtime.transport.rabbitmq.handover import QueueHandOver, Subscription
 from topo.runtime.transport.rabbitmq.members import Membership
 from topo.runtime.transport.rabbitmq.messages import (
@@ -65,7 +72,7 @@ class RabbitMQConsumer(QueueHandOver, ConsumerTransport):
     kind: ClassVar[str] = "rabbitmq"
     needs_keepalive: ClassVar[bool] = True  # pika's BlockingConnection heartbeats only when served
 
-    def __init__(self, params: pika.URLParameters, topology: Topology, group: ConsumerGroup,
+    def __init__(self, params: Nodes, topology: Topology, group: ConsumerGroup,
                  options: ConsumeOptions, publish_timeout: float = 30.0) -> None:
         self._params = params
         self._key_header = topology.rabbitmq.key_header

@@ -11,7 +11,7 @@ import pika.exceptions
 
 from topo.core.model import ConsumerGroup, Topology
 from topo.runtime.transport.base import DeadLetterReader, Delivery, TransportError
-from topo.runtime.transport.rabbitmq.connection import AMQP_ERRORS, connect, describe, where
+from topo.runtime.transport.rabbitmq.connection import AMQP_ERRORS, Nodes, connect, describe, where
 from topo.runtime.transport.rabbitmq.messages import make_delivery
 
 
@@ -23,7 +23,7 @@ class RabbitMQDeadLetters(DeadLetterReader):
     letters leave the queue, so everything browsed is pending and no replay record is kept.
     """
 
-    def __init__(self, params: pika.URLParameters, topology: Topology, group: ConsumerGroup) -> None:
+    def __init__(self, params: Nodes, topology: Topology, group: ConsumerGroup) -> None:
         self._params = params
         self._key_header = topology.rabbitmq.key_header
         self._queue = group.rabbitmq.dlq_queue

@@ -11,17 +11,17 @@ import pika.exceptions
 from topo.core.client_logs import PIKA_LOGGER, client_logs_silenced
 from topo.core.model import ConsumerGroup, Topology
 from topo.runtime.transport.base import NotProvisioned, TransportError
-from topo.runtime.transport.rabbitmq.connection import AMQP_ERRORS, connect, describe, where
+from topo.runtime.transport.rabbitmq.connection import AMQP_ERRORS, Nodes, connect, describe, where
 
 
-def probe(params: pika.URLParameters, topology: Topology, exchange: bool, group: ConsumerGroup | None) -> None:
+def probe(params: Nodes, topology: Topology, exchange: bool, group: ConsumerGroup | None) -> None:
     """Connect (BrokerUnreachable on failure) and passively declare the topology exchange (when
     `exchange`) and the group's work, wait and dead-letter queues; NotProvisioned names the first missing."""
     with client_logs_silenced(PIKA_LOGGER):
         _probe(params, topology, exchange, group)
 
 
-def _probe(params: pika.URLParameters, topology: Topology, exchange: bool, group: ConsumerGroup | None) -> None:
+def _probe(params: Nodes, topology: Topology, exchange: bool, group: ConsumerGroup | None) -> None:
     connection = connect(params)
     try:
         wanted = exchange or group is not None

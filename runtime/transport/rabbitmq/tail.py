@@ -9,11 +9,9 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-import pika
-
 from topo.core.model import EventTopic, Topology
 from topo.runtime.transport.base import Delivery, Tail, TransportError
-from topo.runtime.transport.rabbitmq.connection import AMQP_ERRORS, connect, describe, where
+from topo.runtime.transport.rabbitmq.connection import AMQP_ERRORS, Nodes, connect, describe, where
 from topo.runtime.transport.rabbitmq.messages import make_delivery
 
 TAIL_PREFETCH = 500
@@ -22,7 +20,7 @@ TAIL_PREFETCH = 500
 class RabbitMQTail(Tail):
     """Consumes its own queue from `poll()` on the caller's thread; settles on hand-out."""
 
-    def __init__(self, params: pika.URLParameters, topology: Topology, topics: Sequence[EventTopic]) -> None:
+    def __init__(self, params: Nodes, topology: Topology, topics: Sequence[EventTopic]) -> None:
         self._params = params
         self._key_header = topology.rabbitmq.key_header
         self._buffer: deque[Delivery] = deque()

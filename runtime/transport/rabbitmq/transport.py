@@ -7,8 +7,6 @@ import contextlib
 from collections.abc import Sequence
 from typing import ClassVar
 
-import pika
-
 from topo.core.model import ConsumerGroup, EventTopic, Topology
 from topo.runtime.transport.base import (
     ConsumeOptions,
@@ -20,7 +18,7 @@ from topo.runtime.transport.base import (
     TransportError,
     Unsupported,
 )
-from topo.runtime.transport.rabbitmq.connection import AMQP_ERRORS, connect, connection_parameters, describe, where
+from topo.runtime.transport.rabbitmq.connection import AMQP_ERRORS, Nodes, connect, describe, node_parameters, where
 from topo.runtime.transport.rabbitmq.consumer import RabbitMQConsumer
 from topo.runtime.transport.rabbitmq.dead_letters import RabbitMQDeadLetters
 from topo.runtime.transport.rabbitmq.declare import declare
@@ -32,7 +30,7 @@ from topo.runtime.transport.rabbitmq.tail import RabbitMQTail
 def provision(topology: Topology, url: str | None = None) -> None:
     """Declare the topology's exchanges, queues and bindings over AMQP (idempotent): the same
     objects `topo apply` creates, for tests and for brokers without the management plugin."""
-    params = connection_parameters(topology.rabbitmq, "provision", url)
+    params = node_parameters(topology.rabbitmq, "provision", url)
     connection = connect(params)
     try:
         declare(connection.channel(), topology)
@@ -66,8 +64,9 @@ class RabbitMQTransport(Transport):
         self.publish_timeout = publish_timeout
         self._publishers: list[RabbitMQPublisher] = []
 
-    def _params(self, role: str) -> pika.URLParameters:
-        return connection_parameters(self.topology.rabbitmq, role, self.url)
+    def _params(self, role: str) -> Nodes:
+        """Every node of the URL (a cluster's, comma-separated): clients connect to whichever answers."""
+        return node_parameters(self.topology.rabbitmq, role, self.url)
 
     def open_publisher(self, producer_name: str = "") -> PublisherTransport:
         publisher = RabbitMQPublisher(
