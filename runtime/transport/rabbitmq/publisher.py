@@ -252,6 +252,7 @@ class RabbitMQPublisher(PublisherTransport):
 
     def _on_channel_open(self, channel: Any) -> None:
         self._channel = channel
+        self._tag = 0  # delivery tags count per channel: a new session starts again at 1
         channel.add_on_return_callback(self._on_return)
         channel.add_on_close_callback(self._on_channel_closed)
         channel.confirm_delivery(self._on_confirm, callback=self._on_confirming)
