@@ -32,12 +32,13 @@ test: $(STAMP) $(ASYNCAPI_PARSER)
 	$(BIN)/topo generate -t topology.yaml -o generated --check
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-# The tests marked `cluster` (tests/cluster/, fault tests) on the local 3-node Kafka + RabbitMQ cluster;
-# `make test` leaves them out. `make cluster-down` frees the cluster's memory afterwards.
+# The tests marked `cluster` (tests/cluster/: the cluster's commands, replication, the fault tests of
+# docs/faults.md) on the local 3-node Kafka + RabbitMQ cluster; `make test` leaves them out. The
+# cluster is stopped afterwards, whatever the outcome (its memory is freed; its data stay).
 test-faults: $(STAMP)
 	$(MAKE) brokers-up
 	$(MAKE) cluster-up
-	$(BIN)/pytest --cluster -m cluster $(PYTEST_ARGS)
+	$(BIN)/pytest --cluster -m cluster $(PYTEST_ARGS); status=$$?; $(MAKE) cluster-down; exit $$status
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -346,7 +346,7 @@ def refusals(tls_kafka: TlsKafka, tls_rabbitmq: TlsRabbitMQ, certificates: Certi
         name = f"t-refused-{broker}-{os.getpid()}-{time.monotonic_ns() % 10**6}"
         spaces[broker] = Workspace(tmp_path_factory.mktemp(f"refused-{broker}"), name, broker, good[broker])
         ok(spaces[broker].topo("apply", "-t", spaces[broker].topology, "--yes"))
-    with ThreadPoolExecutor(max_workers=3) as pool:  # more would slow each command down on 2 cores
+    with ThreadPoolExecutor(max_workers=2) as pool:  # more would slow each command down on 2 cores
         futures = {case: pool.submit(refused_run, spaces[case[0]], case[2], {**spaces[case[0]].env, **bad[case[:2]]})
                    for case in CASES}
         return {case: future.result() for case, future in futures.items()}
