@@ -117,10 +117,10 @@ def run_kafka_leader_kill(made: list[FaultBus], tmp_path: Path, cluster: LocalCl
     traffic(DOWN_FOR)
     restarted = restart_in_background(cluster, leader)
     wait_for_progress(bus, fault)
-    traffic(RUN_AFTER)
     restarted.join(START_NODE_TIMEOUT)
     assert not restarted.is_alive(), f"{leader} not healthy within {START_NODE_TIMEOUT:.0f}s"
-    bus.fault(name, "end")
+    bus.fault(name, "end")  # the node is back: traffic goes on after it, so recovery is measurable
+    traffic(RUN_AFTER)
     report(bus, bus.finish())
 
 
@@ -194,10 +194,10 @@ def test_rabbitmq_quorum_leader_node_stopped_and_restarted(bus_factory: list[Fau
     traffic(DOWN_FOR)
     restarted = restart_in_background(local_cluster, node)
     wait_for_progress(bus, "rabbitmq node restart")
-    traffic(RUN_AFTER)
     restarted.join(START_NODE_TIMEOUT)
     assert not restarted.is_alive(), f"{node} not healthy within {START_NODE_TIMEOUT:.0f}s"
-    bus.fault(name, "end")
+    bus.fault(name, "end")  # the node is back: traffic goes on after it, so recovery is measurable
+    traffic(RUN_AFTER)
     report(bus, bus.finish())
 
 
